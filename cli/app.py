@@ -1,0 +1,144 @@
+"""The faceidx command line: a thin layer over indexer.service. Results go to stdout, progress
+and logs to stderr. Heavy libraries (torch, dlib) are imported only by commands that need them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import (
+    BarProgress,
+    HomeOption,
+    JsonOption,
+    echo_json,
+    handle_errors,
+    load_settings,
+    setup_logging,
+)
+
+app = typer.Typer(
+    name="faceidx",
+    help="A local, private face indexer for personal photo libraries.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="facenet or dlib (a new index defaults to facenet; an "
+                 "existing index keeps its own).", show_default=False),
+]
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More logging on stderr (-vv for debug).")] = 0,
+) -> None:
+    setup_logging(verbose)
+
+
+@app.command()
+@handle_errors
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (or files) of photos.")],
+    model: ModelOption = None,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Index photos under PATHS: new, changed, moved and deleted files are brought in line."""
+    from dataclasses import asdict
+
+    from indexer import service
+    from indexer.locks import IngestLock
+    from indexer.pipeline import Indexer, resolve_roots
+
+    settings = load_settings(home, model=model)
+    roots = resolve_roots(paths)
+    face_model = service.model_for_index(settings, settings.model)
+    with IngestLock(settings.home, "faceidx index"), \
+            service.open_for_writing(settings, face_model) as store, \
+            Indexer(store, face_model, settings) as indexer, BarProgress() as bar:
+        summary = indexer.index(roots, bar)
+    if json_out:
+        echo_json(asdict(summary))
+        return
+    typer.echo(
+        f"new {summary.new}, changed {summary.changed}, unchanged {summary.unchanged}, "
+        f"moved {summary.moved}, copied {summary.copied}, removed {summary.removed}, "
+        f"failed {summary.failed}; faces added {summary.faces_added}, "
+        f"removed {summary.faces_removed}"
+    )
+    for path, reason in summary.failures:
+        typer.echo(f"failed: {path}: {reason}", err=True)
+
+
+@app.command()
+@handle_errors
+def query(
+    image: Annotated[Path, typer.Argument(help="A photo with one or more faces.")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Matches per face.")] = 10,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Find the indexed faces most similar to each face in IMAGE."""
+    from indexer import service
+
+    settings = load_settings(home)
+    results = service.query_image(settings, image, k)
+    if not results:
+        if json_out:
+            echo_json([])
+        typer.echo(f"faceidx: no face found in {image}", err=True)
+        raise typer.Exit(1)
+    if json_out:
+        echo_json([r.to_json() for r in results])
+        return
+    for n, face in enumerate(results, 1):
+        x1, y1, x2, y2 = (round(v) for v in face.bbox)
+        typer.echo(f"face {n} at ({x1}, {y1}, {x2}, {y2}):")
+        for m in face.matches:
+            who = m.person or (f"cluster {m.cluster_id}" if m.cluster_id not in (None, -1)
+                               else "unassigned")
+            typer.echo(f"  {m.distance:.3f}  face {m.face_id:<6} {who:<20} {m.path}")
+
+
+@app.command()
+@handle_errors
+def status(
+    home: HomeOption = None,
+    failures: Annotated[bool, typer.Option("--failures", help="List failed files and why.")]
+    = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Counts, model and health of the index (fast: loads no model)."""
+    from indexer import service
+
+    settings = load_settings(home)
+    info = service.status(settings, with_failures=failures)
+    if json_out:
+        echo_json(info)
+        return
+    model = info["model"]
+    typer.echo(f"home:      {info['home']}")
+    typer.echo(f"model:     {model['name']} ({model['dim']}-d, {model['weights']})"
+               if model else "model:     (none yet)")
+    typer.echo(f"images:    {info['images']} ({info['failed']} failed)")
+    typer.echo(f"faces:     {info['faces']} ({info['unassigned']} unassigned)")
+    typer.echo(f"clusters:  {info['clusters']}  people: {info['people']}")
+    running = info["indexer_running"]
+    if running is not None:
+        typer.echo(f"indexing:  {running.get('purpose', 'faceidx')} (pid {running.get('pid')})")
+    for item in info.get("failures", []):
+        typer.echo(f"failed:    {item['path']}: {item['reason']}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

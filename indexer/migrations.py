@@ -1,0 +1,97 @@
+"""Named, run-once schema migrations, recorded in the `migrations` table (part of the store)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+Migration = tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]
+
+
+def _initial(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE images (
+            image_id BIGINT PRIMARY KEY,
+            path VARCHAR NOT NULL,          -- absolute path; unique, kept so by the store
+            size BIGINT,
+            mtime DOUBLE,
+            content_hash VARCHAR,           -- BLAKE2b-160 of the bytes
+            status VARCHAR NOT NULL,        -- 'ok' or 'failed'
+            error VARCHAR,                  -- why a failed file was refused
+            width INTEGER,
+            height INTEGER,
+            indexed_at TIMESTAMP
+        )""")
+    con.execute("CREATE INDEX images_path ON images (path)")
+    con.execute("CREATE INDEX images_hash ON images (content_hash)")
+    con.execute("""
+        CREATE TABLE faces (
+            face_id BIGINT PRIMARY KEY,
+            image_id BIGINT NOT NULL,
+            x1 REAL, y1 REAL, x2 REAL, y2 REAL,  -- upright full-resolution pixels
+            landmarks REAL[],                    -- x0, y0, x1, y1, ... (5 points)
+            det_score REAL,
+            embedding BLOB NOT NULL,             -- float32, L2-normalised, model_dim values
+            cluster_id BIGINT,                   -- NULL or -1: unassigned / outlier
+            assign_distance REAL,                -- distance to the centroid when assigned
+            assign_reason VARCHAR,               -- how the cluster id was decided
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )""")
+    con.execute("CREATE INDEX faces_image ON faces (image_id)")
+    con.execute("""
+        CREATE TABLE clusters (
+            cluster_id BIGINT PRIMARY KEY,
+            size INTEGER NOT NULL DEFAULT 0,
+            centroid BLOB,                       -- float32 mean of members, L2-normalised
+            medoid_face_id BIGINT,
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            updated_at TIMESTAMP DEFAULT current_timestamp
+        )""")
+    con.execute("""
+        CREATE TABLE people (
+            person_id BIGINT PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE,
+            cluster_id BIGINT,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )""")
+    con.execute("""
+        CREATE TABLE face_pins (               -- the user put this face in this cluster
+            face_id BIGINT PRIMARY KEY,
+            cluster_id BIGINT NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )""")
+    con.execute("""
+        CREATE TABLE face_rejections (         -- the user said: this face is not this cluster
+            face_id BIGINT NOT NULL,
+            cluster_id BIGINT NOT NULL,
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (face_id, cluster_id)
+        )""")
+
+
+MIGRATIONS: list[Migration] = [
+    ("0001_initial", _initial),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Run every migration not yet recorded, in order, inside the caller's transaction."""
+    con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("CREATE TABLE IF NOT EXISTS migrations "
+                "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    done = {str(r[0]) for r in con.execute("SELECT name FROM migrations").fetchall()}
+    applied = []
+    for name, migrate in MIGRATIONS:
+        if name in done:
+            continue
+        log.info("applying migration %s", name)
+        migrate(con)
+        con.execute("INSERT INTO migrations (name) VALUES (?)", [name])
+        applied.append(name)
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    return applied

@@ -1,0 +1,297 @@
+"""The indexing pipeline: scan, read and hash, decode, detect and embed, store (and assign).
+
+`Indexer(store, model, settings)` receives its dependencies. `index(roots)` brings the catalog in
+line with folders on disk; `process(paths)` does the same for a list of files (the watch daemon
+uses it). Work is committed one batch at a time, so a run killed at any point leaves a
+consistent index and the next run completes the rest without duplicating faces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import duckdb
+import numpy as np
+
+from .errors import FaceidxError, UnreadableImage
+from .imageio import RawFile, decode_raw, is_image_path, read_raw
+from .models import FaceModel
+from .settings import Settings
+from .store import Store
+from .types import FaceResult, ImageRecord, IndexSummary
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    def start(self, total: int, description: str) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int, description: str) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+FacesAdded = Callable[[duckdb.DuckDBPyConnection, list[int], np.ndarray], None]
+"""Called inside the batch's transaction with new face ids and their vectors (assignment)."""
+
+
+@dataclass(frozen=True)
+class DiskFile:
+    path: Path
+    size: int
+    mtime: float
+
+
+def scan(roots: Sequence[Path], *, skip: Sequence[Path] = ()) -> dict[str, DiskFile]:
+    """Every image file under `roots` (recursively; hidden folders and `skip` left out)."""
+    skip_set = {str(s) for s in skip}
+    found: dict[str, DiskFile] = {}
+    for root in roots:
+        if root.is_file():
+            if is_image_path(root):
+                st = root.stat()
+                found[str(root)] = DiskFile(root, st.st_size, st.st_mtime)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, onerror=_log_walk_error):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and os.path.join(dirpath, d) not in skip_set)
+            for name in sorted(filenames):
+                path = Path(dirpath, name)
+                if not is_image_path(path):
+                    continue
+                try:
+                    st = path.stat()
+                except OSError as exc:
+                    log.warning("skipping %s: cannot stat (%s)", path, exc.strerror or exc)
+                    continue
+                found[str(path)] = DiskFile(path, st.st_size, st.st_mtime)
+    return found
+
+
+def _log_walk_error(exc: OSError) -> None:
+    log.warning("skipping %s: cannot list folder (%s)", exc.filename, exc.strerror or exc)
+
+
+def resolve_roots(paths: Iterable[Path | str]) -> list[Path]:
+    roots = []
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.exists():
+            raise FaceidxError(f"{path}: no such file or folder")
+        roots.append(path.resolve())
+    return roots
+
+
+class Indexer:
+    """Brings the catalog in line with photos on disk, one committed batch at a time."""
+
+    def __init__(self, store: Store, model: FaceModel, settings: Settings, *,
+                 on_faces_added: FacesAdded | None = None) -> None:
+        self.store = store
+        self.model = model
+        self.settings = settings
+        self.on_faces_added = on_faces_added
+        self._pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers),
+                                        thread_name_prefix="faceidx-read")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Indexer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ whole folders
+    def index(self, roots: Sequence[Path], progress: Progress | None = None) -> IndexSummary:
+        """Scan `roots` and index what is new or changed; forget what is gone."""
+        progress = progress or _NoProgress()
+        roots = resolve_roots(roots)
+        disk = scan(roots, skip=[self.settings.home.resolve()])
+        known = self.store.images_under(roots)
+        summary = IndexSummary()
+        todo = []
+        for key, f in disk.items():
+            rec = known.get(key)
+            if rec is not None and rec.size == f.size and rec.mtime == f.mtime:
+                summary.unchanged += 1
+            else:
+                todo.append(f.path)
+        log.info("%d files under %s: %d unchanged, %d to look at", len(disk),
+                 ", ".join(map(str, roots)), summary.unchanged, len(todo))
+        progress.start(len(todo), "indexing")
+        self.process(todo, summary, progress, known=known)
+        gone = [p for p in known if p not in disk]
+        if gone:
+            self.remove(gone, summary)
+        return summary
+
+    # ------------------------------------------------------------------ files
+    def remove(self, paths: Sequence[str | Path], summary: IndexSummary | None = None) -> int:
+        """Forget images at `paths` (gone from disk); returns the number of faces removed."""
+        summary = summary if summary is not None else IndexSummary()
+        wanted = [str(p) for p in paths]
+        with self.store.transaction() as con:
+            ids = self.store.image_ids_at(con, wanted)
+            removed = self.store.remove_images(con, list(ids.values()))
+        summary.removed += len(ids)
+        summary.faces_removed += removed
+        return removed
+
+    def process(self, paths: Sequence[Path], summary: IndexSummary | None = None,
+                progress: Progress | None = None, *,
+                known: dict[str, ImageRecord] | None = None) -> IndexSummary:
+        """Index these files (new, changed, moved or copied), one committed batch at a time."""
+        summary = summary if summary is not None else IndexSummary()
+        progress = progress or _NoProgress()
+        size = max(1, self.settings.batch_size)
+        chunks = [list(paths[i:i + size]) for i in range(0, len(paths), size)]
+        for chunk, raws in self._read_ahead(chunks):
+            self._process_chunk(chunk, raws, summary, known)
+            progress.advance(len(chunk))
+        return summary
+
+    def _read_ahead(self, chunks: list[list[Path]]
+                    ) -> Iterator[tuple[list[Path], list[RawFile | UnreadableImage | None]]]:
+        """Read and hash the next batch on worker threads while this one is embedded."""
+        def submit(chunk: list[Path]) -> list[Future[RawFile | UnreadableImage | None]]:
+            return [self._pool.submit(self._read_one, p) for p in chunk]
+
+        pending = submit(chunks[0]) if chunks else []
+        for i, chunk in enumerate(chunks):
+            current = pending
+            pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else []
+            yield chunk, [f.result() for f in current]
+
+    def _read_one(self, path: Path) -> RawFile | UnreadableImage | None:
+        try:
+            return read_raw(path, max_bytes=self.settings.max_file_bytes)
+        except FileNotFoundError:
+            log.debug("%s vanished before it could be read", path)
+            return None
+        except UnreadableImage as exc:
+            return exc
+
+    def _decode_one(self, raw: RawFile) -> np.ndarray | UnreadableImage:
+        try:
+            return decode_raw(raw, max_pixels=self.settings.max_image_pixels)
+        except UnreadableImage as exc:
+            return exc
+        except Exception as exc:  # one strange file must never stop a run
+            log.debug("unexpected error decoding %s", raw.path, exc_info=True)
+            return UnreadableImage(raw.path, f"cannot decode image ({type(exc).__name__}: {exc})")
+
+    def _process_chunk(self, chunk: list[Path], raws: list[RawFile | UnreadableImage | None],
+                       summary: IndexSummary, known: dict[str, ImageRecord] | None) -> None:
+        store = self.store
+        present = [r for r in raws if isinstance(r, RawFile)]
+        at_path = known if known is not None else store.images_at([str(r.path) for r in present])
+        by_hash = store.images_by_hash([r.content_hash for r in present])
+        to_embed: list[RawFile] = []
+        moves: list[tuple[RawFile, ImageRecord]] = []
+        copies: list[tuple[RawFile, ImageRecord]] = []
+        touches: list[tuple[RawFile, ImageRecord]] = []
+        claimed: set[int] = set()
+        for raw in present:
+            rec = at_path.get(str(raw.path))
+            if rec is not None and rec.status == "ok" and rec.content_hash == raw.content_hash:
+                touches.append((raw, rec))  # same bytes, new mtime
+                continue
+            sources = [s for s in by_hash.get(raw.content_hash, []) if s.path != str(raw.path)]
+            gone = [s for s in sources if s.image_id not in claimed and not Path(s.path).exists()]
+            if gone:
+                moves.append((raw, gone[0]))
+                claimed.add(gone[0].image_id)
+            elif sources:
+                copies.append((raw, sources[0]))
+            else:
+                to_embed.append(raw)
+        decoded = list(self._pool.map(self._decode_one, to_embed))
+        images = [d for d in decoded if not isinstance(d, UnreadableImage)]
+        found = iter(self.model.analyze(images) if images else [])
+        results: list[tuple[RawFile, list[FaceResult] | UnreadableImage, np.ndarray | None]] = []
+        for raw, dec in zip(to_embed, decoded, strict=True):
+            if isinstance(dec, UnreadableImage):
+                results.append((raw, dec, None))
+            else:
+                results.append((raw, next(found), dec))
+        failed_reads = [(p, r) for p, r in zip(chunk, raws, strict=True)
+                        if isinstance(r, UnreadableImage)]
+
+        with store.transaction() as con:
+            new_ids: list[int] = []
+            new_vectors: list[np.ndarray] = []
+            for raw, rec in touches:
+                store.touch_image(con, rec.image_id, size=raw.size, mtime=raw.mtime)
+                summary.unchanged += 1
+            for raw, source in moves:
+                log.info("moved: %s -> %s", source.path, raw.path)
+                store.move_image(con, source.image_id, str(raw.path), size=raw.size,
+                                 mtime=raw.mtime)
+                summary.moved += 1
+            for raw, source in copies:
+                image_id = self._replace_image(con, raw, status="ok")
+                ids = store.copy_faces(con, source.image_id, image_id)
+                summary.copied += 1
+                summary.faces_added += len(ids)
+            for raw, outcome, rgb in results:
+                if isinstance(outcome, UnreadableImage):
+                    self._record_failure(con, raw.path, raw.size, raw.mtime, raw.content_hash,
+                                         outcome, summary)
+                    continue
+                existed = at_path.get(str(raw.path)) is not None
+                assert rgb is not None
+                image_id = self._replace_image(con, raw, status="ok", width=rgb.shape[1],
+                                               height=rgb.shape[0])
+                ids = store.add_faces(con, image_id, outcome)
+                new_ids.extend(ids)
+                new_vectors.extend(f.embedding for f in outcome)
+                summary.faces_added += len(ids)
+                if existed:
+                    summary.changed += 1
+                else:
+                    summary.new += 1
+            for path, err in failed_reads:
+                assert isinstance(err, UnreadableImage)
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                self._record_failure(con, path, st.st_size, st.st_mtime, None, err, summary)
+            if new_ids and self.on_faces_added is not None:
+                self.on_faces_added(con, new_ids, np.stack(new_vectors))
+
+    def _replace_image(self, con: duckdb.DuckDBPyConnection, raw: RawFile, *, status: str,
+                       width: int | None = None, height: int | None = None) -> int:
+        """Upsert the image row for raw.path, dropping faces it had from older content."""
+        rec = self.store.images_at_con(con, [str(raw.path)]).get(str(raw.path))
+        if rec is not None:
+            self.store.clear_faces(con, rec.image_id)
+        return self.store.upsert_image(con, path=str(raw.path), size=raw.size, mtime=raw.mtime,
+                                       content_hash=raw.content_hash, status=status,
+                                       width=width, height=height)
+
+    def _record_failure(self, con: duckdb.DuckDBPyConnection, path: Path, size: int,
+                        mtime: float, content_hash: str | None, err: UnreadableImage,
+                        summary: IndexSummary) -> None:
+        log.warning("skipping %s: %s", path, err.reason)
+        rec = self.store.images_at_con(con, [str(path)]).get(str(path))
+        if rec is not None:
+            self.store.clear_faces(con, rec.image_id)
+        self.store.upsert_image(con, path=str(path), size=size, mtime=mtime,
+                                content_hash=content_hash, status="failed", error=err.reason)
+        summary.failed += 1
+        summary.failures.append((str(path), err.reason))

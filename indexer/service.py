@@ -1,0 +1,116 @@
+"""Use cases the CLI calls: open an index for a model, index folders, query a photo, status."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import IndexNotFound, ModelMismatch, UnreadableImage
+from .imageio import decode
+from .locks import IngestLock
+from .models import FaceModel, create_model
+from .settings import Settings
+from .store import Store
+from .types import BBox, Match, ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+def stored_model(settings: Settings) -> ModelInfo | None:
+    """The model recorded in the index at settings.home, or None when there is no index."""
+    if not settings.catalog_path.exists():
+        return None
+    store = Store.open(settings, read_only=True)
+    try:
+        return store.recorded_model
+    finally:
+        store.close(save=False)
+
+
+def model_for_index(settings: Settings, requested: str | None) -> FaceModel:
+    """The model to use on this home, loaded (weights checked) before the index is touched."""
+    existing = stored_model(settings)
+    if existing is not None:
+        if requested is not None and requested != existing.name:
+            raise ModelMismatch(
+                f"the index at {settings.home} was made by model {existing.name}, not "
+                f"{requested}; use --model {existing.name}, or another --home for a new index")
+        name = existing.name
+    else:
+        name = requested or settings.default_model
+    model = create_model(name, settings)
+    model.load()
+    return model
+
+
+def open_for_writing(settings: Settings, model: FaceModel) -> Store:
+    return Store.open(settings, model.info)
+
+
+def open_for_reading(settings: Settings) -> Store:
+    return Store.open(settings, read_only=True)
+
+
+@dataclass(frozen=True)
+class QueryFace:
+    bbox: BBox
+    matches: list[Match]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bbox": [round(v, 1) for v in self.bbox],
+                "matches": [{**asdict(m), "bbox": [round(v, 1) for v in m.bbox],
+                             "distance": round(m.distance, 4)} for m in self.matches]}
+
+
+def query_image(settings: Settings, image: Path, k: int) -> list[QueryFace]:
+    """Every face in `image` with its k most similar indexed faces."""
+    if not settings.catalog_path.exists():
+        raise IndexNotFound(f"no index at {settings.home}; run `faceidx index PATH` first")
+    rgb = decode(image, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+    info = stored_model(settings)
+    if info is None:
+        raise IndexNotFound(f"the index at {settings.home} is empty; index some photos first")
+    model = create_model(info.name, settings)
+    model.load()
+    if model.info != info:
+        raise ModelMismatch(f"the index at {settings.home} was made by {info.name} with weights "
+                            f"{info.weights}; the model now loads weights {model.info.weights}")
+    faces = model.analyze([rgb])[0]
+    if not faces:
+        return []
+    store = open_for_reading(settings)
+    try:
+        import numpy as np
+
+        results = store.search(np.stack([f.embedding for f in faces]), k)
+    finally:
+        store.close(save=False)
+    return [QueryFace(bbox=f.bbox, matches=m) for f, m in zip(faces, results, strict=True)]
+
+
+def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]:
+    store = open_for_reading(settings)
+    try:
+        counts = store.counts()
+        model = store.recorded_model
+        out: dict[str, Any] = {
+            "home": str(settings.home),
+            "images": counts.images,
+            "images_ok": counts.ok,
+            "faces": counts.faces,
+            "clusters": counts.clusters,
+            "people": counts.people,
+            "unassigned": counts.unassigned,
+            "failed": counts.failed,
+            "model": None if model is None else asdict(model),
+            "schema_version": store.schema_version(),
+        }
+        if with_failures:
+            out["failures"] = [{"path": p, "reason": r} for p, r in store.failures()]
+    finally:
+        store.close(save=False)
+    holder = IngestLock.holder(settings.home)
+    out["indexer_running"] = holder
+    return out

@@ -1,0 +1,109 @@
+"""One settings object with one precedence: flag, then FACEIDX_* variable, then config file,
+then default. The index home defaults to the platform's user data directory."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+APP_NAME = "faceidx"
+ENV_PREFIX = "FACEIDX_"
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_config_file() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of faceidx. Thresholds live here, not in code paths."""
+
+    home: Path = None  # type: ignore[assignment]  # filled by load(); see default_home()
+    model: str | None = None
+    """Model for a new index (facenet or dlib); an existing index keeps the model that made it."""
+    default_model: str = "facenet"
+    max_image_pixels: int = 120_000_000
+    """Images declaring more pixels are refused before decoding (decompression bombs)."""
+    max_file_bytes: int = 512 * 1024 * 1024
+    detect_max_side: int = 1024
+    """Faces are detected on a copy whose longer side is at most this; crops use full resolution."""
+    min_face_size: int = 20
+    """Smallest face (shorter box side, full-resolution pixels) that is kept."""
+    min_score: float | None = None
+    """Detection-score floor; None takes the model's own default."""
+    facenet_weights: Path | None = None
+    """A local InceptionResnetV1 state_dict for the facenet model (FACEIDX_FACENET_WEIGHTS)."""
+    dlib_upsample: int = 1
+    """How many times dlib's HOG detector upsamples the detection copy (finds smaller faces)."""
+    batch_size: int = 16
+    """Images decoded, embedded and committed together."""
+    decode_workers: int = 2
+    lock_timeout: float = 60.0
+    """Seconds a command waits for another process to release the catalog before giving up."""
+    assign_threshold: float | None = None
+    """Online assignment distance threshold; None takes the model's own default."""
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.duckdb"
+
+    @property
+    def faiss_path(self) -> Path:
+        return self.home / "faces.faiss"
+
+
+def _coerce(name: str, raw: Any, annotation: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        if "Path" in annotation:
+            return Path(raw).expanduser()
+        if annotation.startswith("int"):
+            return int(raw)
+        if annotation.startswith("float"):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        from .errors import FaceidxError
+
+        raise FaceidxError(f"setting {name}: cannot use {raw!r} ({exc})") from exc
+
+
+def load(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None,
+         config_file: Path | None = None) -> Settings:
+    """Resolve settings: explicit overrides (flags) win, then environment, then config file."""
+    env = os.environ if environ is None else environ
+    if config_file is None:
+        config_file = Path(env[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in env \
+            else default_config_file()
+    file_values: dict[str, Any] = {}
+    if config_file.is_file():
+        from .errors import FaceidxError
+
+        try:
+            file_values = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise FaceidxError(f"{config_file}: cannot read config file ({exc})") from exc
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        annotation = str(f.type)
+        if f.name in overrides:
+            values[f.name] = _coerce(f.name, overrides[f.name], annotation)
+        elif ENV_PREFIX + f.name.upper() in env:
+            values[f.name] = _coerce(f.name, env[ENV_PREFIX + f.name.upper()], annotation)
+        elif f.name in file_values:
+            values[f.name] = _coerce(f.name, file_values[f.name], annotation)
+    settings = Settings(**values)
+    if settings.home is None:
+        settings = replace(settings, home=default_home())
+    return settings
