@@ -1,0 +1,115 @@
+"""k-nearest-neighbour graphs with FAISS: exact flat search for moderate sizes, IVF beyond."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+logger = logging.getLogger(__name__)
+
+Embeddings = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class KnnGraph:
+    """Each point's `k` nearest other points, nearest first.
+
+    `indices` is (N, k) int64 with -1 where fewer than k other points exist; `distances` is
+    (N, k) float64 Euclidean distances recomputed in double precision (inf where padded).
+    `exact` tells whether the search was exhaustive.
+    """
+
+    indices: NDArray[np.int64]
+    distances: NDArray[np.float64]
+    exact: bool
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1])
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    """How to search. Flat (exact) search up to `exact_max_faces`, IVF above it."""
+
+    exact_max_faces: int = 200_000
+    ivf_lists_per_sqrt_n: float = 4.0
+    ivf_nprobe: int = 24
+    batch_size: int = 8192
+
+
+def as_float32(x: NDArray[np.floating]) -> Embeddings:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def make_index(x: Embeddings, config: KnnConfig, seed: int = 0) -> tuple[faiss.Index, bool]:
+    """An L2 index over `x`: flat if small enough, else trained IVF-Flat. Returns (index, exact)."""
+    n, dim = x.shape
+    if n <= config.exact_max_faces:
+        index: faiss.Index = faiss.IndexFlatL2(dim)
+        index.add(x)
+        return index, True
+    nlist = int(config.ivf_lists_per_sqrt_n * np.sqrt(n))
+    quantizer = faiss.IndexFlatL2(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_L2)
+    rng = np.random.default_rng(seed)
+    train = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+    logger.info("training IVF index: %d lists on %d vectors", nlist, len(train))
+    ivf.train(train)
+    ivf.add(x)
+    ivf.nprobe = config.ivf_nprobe
+    return ivf, False
+
+
+def pair_distances(
+    x: Embeddings, rows: NDArray[np.int64], cols: NDArray[np.int64], chunk: int = 1 << 20
+) -> NDArray[np.float64]:
+    """Euclidean distances between x[rows[i]] and x[cols[i]] in float64 (like sklearn's trees)."""
+    out = np.empty(len(rows), dtype=np.float64)
+    step = max(1, chunk // max(1, x.shape[1]))
+    for start in range(0, len(rows), step):
+        a = x[rows[start : start + step]].astype(np.float64)
+        b = x[cols[start : start + step]].astype(np.float64)
+        diff = a - b
+        out[start : start + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
+def build_knn(x: Embeddings, k: int, config: KnnConfig | None = None, seed: int = 0) -> KnnGraph:
+    """k nearest other points of every point (self excluded), sorted by float64 distance."""
+    config = config or KnnConfig()
+    x = as_float32(x)
+    n = x.shape[0]
+    k = max(1, min(k, n - 1)) if n > 1 else 1
+    index, exact = make_index(x, config, seed)
+    want = min(n, k + 1)
+    raw = np.empty((n, want), dtype=np.int64)
+    for start in range(0, n, config.batch_size):
+        _, idx = index.search(x[start : start + config.batch_size], want)
+        raw[start : start + config.batch_size] = idx
+    # Drop self (normally column 0, but exact duplicates may shuffle it) and keep k columns.
+    rows = np.arange(n)[:, None]
+    is_self = raw == rows
+    has_self = is_self.any(axis=1)
+    keep = ~is_self & (raw >= 0)
+    # Rows without self in the result lose their last (farthest) column instead.
+    drop_last = ~has_self
+    keep[drop_last, want - 1] = False
+    order = np.argsort(~keep, axis=1, kind="stable")
+    nbrs = np.take_along_axis(raw, order, axis=1)[:, : want - 1]
+    valid = np.take_along_axis(keep, order, axis=1)[:, : want - 1]
+    nbrs = np.where(valid, nbrs, -1)
+    dist = np.full(nbrs.shape, np.inf)
+    r, c = np.nonzero(valid)
+    dist[r, c] = pair_distances(x, r.astype(np.int64), nbrs[r, c])
+    # Re-sort by the double-precision distances so that ties and float32 noise do not matter.
+    order = np.argsort(dist, axis=1, kind="stable")
+    return KnnGraph(
+        indices=np.take_along_axis(nbrs, order, axis=1),
+        distances=np.take_along_axis(dist, order, axis=1),
+        exact=exact,
+    )

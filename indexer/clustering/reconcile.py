@@ -1,0 +1,130 @@
+"""Keep cluster ids stable across reclusters, honouring the user's names, pins and rejections.
+
+Pure function: the caller reads the previous ids, names, pins and rejections from storage,
+calls `reconcile`, and writes the result back.
+
+Rules, in order:
+1. A new cluster holding more than half of an old cluster's faces keeps that old id. A new
+   cluster can take at most one old id; conflicts go to the larger overlap (then a named id,
+   then the smaller id).
+2. Every other new cluster gets a fresh id, counting up from `next_id`.
+3. A named id is never deleted or renamed. When no new cluster took it, it keeps its pinned
+   faces and the largest group (two or more) of its old faces that the algorithm still put
+   together in one cluster.
+4. Pinned faces end in the cluster they are pinned to, whatever the algorithm said.
+5. A face rejected from cluster X that would end in X becomes an outlier (-1).
+Old unnamed ids that end up with no face are reported as dissolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+class ReconcileError(ValueError):
+    """Contradictory input, such as a face pinned to a cluster it is rejected from."""
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    kept: tuple[int, ...]  # old ids that live on (taken by a new cluster, or named fallback)
+    new: tuple[int, ...]  # fresh ids handed out
+    dissolved: tuple[int, ...]  # old ids with no face any more (never a named id)
+    named_fallback: tuple[int, ...]  # named ids no new cluster took, kept by pins/old faces
+    changed_faces: int  # faces whose id differs from their previous id
+    next_id: int  # the next free id after this call
+
+
+def reconcile(
+    new_labels: ArrayLike,
+    previous: ArrayLike,
+    named: Iterable[int],
+    pinned: Mapping[int, int],
+    rejected: Iterable[tuple[int, int]],
+    next_id: int,
+) -> tuple[NDArray[np.int64], ReconcileReport]:
+    """Final cluster id per face (-1 = outlier) and a report; see the module docstring."""
+    new = np.asarray(new_labels, dtype=np.int64)
+    prev = np.asarray(previous, dtype=np.int64)
+    if new.shape != prev.shape or new.ndim != 1:
+        raise ValueError("new_labels and previous must be 1-d arrays of the same length")
+    n = len(new)
+    named_ids = {int(c) for c in named}
+    rejected_set = {(int(f), int(c)) for f, c in rejected}
+    for face, cid in pinned.items():
+        if not 0 <= face < n:
+            raise ValueError(f"pinned face {face} out of range")
+        if (int(face), int(cid)) in rejected_set:
+            raise ReconcileError(f"face {face} is both pinned to and rejected from {cid}")
+
+    # Overlaps between new clusters and old ids, largest first.
+    both = (new >= 0) & (prev >= 0)
+    pairs, overlap = (
+        np.unique(np.stack([new[both], prev[both]], axis=1), axis=0, return_counts=True)
+        if both.any()
+        else (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))
+    )
+    old_ids, old_sizes = np.unique(prev[prev >= 0], return_counts=True)
+    old_size = dict(zip(old_ids.tolist(), old_sizes.tolist(), strict=True))
+    candidates = [
+        (int(cnt), int(c), int(o))
+        for (c, o), cnt in zip(pairs.tolist(), overlap.tolist(), strict=True)
+        if 2 * cnt > old_size[o]
+    ]
+    candidates.sort(key=lambda t: (-t[0], t[2] not in named_ids, t[2]))
+    new_to_old: dict[int, int] = {}
+    taken_old: set[int] = set()
+    for _, c, o in candidates:
+        if c not in new_to_old and o not in taken_old:
+            new_to_old[c] = o
+            taken_old.add(o)
+
+    # Fresh ids for the remaining new clusters, in order of their first face.
+    used = set(old_ids.tolist()) | named_ids | {int(c) for c in pinned.values()}
+    fresh = max([next_id, *[u + 1 for u in used]]) if used else next_id
+    fresh_ids: list[int] = []
+    final = np.full(n, -1, dtype=np.int64)
+    new_clusters, first_face = np.unique(new[new >= 0], return_index=True)
+    order = np.argsort(np.nonzero(new >= 0)[0][first_face], kind="stable")
+    for c in new_clusters[order].tolist():
+        if c in new_to_old:
+            cid = new_to_old[c]
+        else:
+            cid = fresh
+            fresh += 1
+            fresh_ids.append(cid)
+        final[new == c] = cid
+
+    # Named ids that no new cluster took keep their largest surviving group.
+    fallback: list[int] = []
+    for o in sorted(named_ids - taken_old):
+        members = np.nonzero((prev == o) & (new >= 0))[0]
+        if len(members):
+            groups, counts = np.unique(new[members], return_counts=True)
+            best = int(np.argmax(counts))
+            if counts[best] >= 2:
+                final[members[new[members] == groups[best]]] = o
+        fallback.append(o)
+
+    for face, cid in pinned.items():
+        final[int(face)] = int(cid)
+    for face, cid in rejected_set:
+        if 0 <= face < n and final[face] == cid:
+            final[face] = -1
+
+    present = set(np.unique(final[final >= 0]).tolist())
+    kept = sorted((taken_old | set(fallback)) & (present | named_ids))
+    dissolved = sorted(o for o in old_ids.tolist() if o not in present and o not in named_ids)
+    report = ReconcileReport(
+        kept=tuple(kept),
+        new=tuple(c for c in fresh_ids if c in present),
+        dissolved=tuple(dissolved),
+        named_fallback=tuple(fallback),
+        changed_faces=int((final != prev).sum()),
+        next_id=fresh,
+    )
+    return final, report

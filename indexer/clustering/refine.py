@@ -1,0 +1,122 @@
+"""Post-steps that correct HDBSCAN with face-distance thresholds of physical meaning.
+
+HDBSCAN's clusters follow density, so a chain of look-alikes can hold two people, and a face
+in a sparse neighbourhood is left as noise even when it is close to a known person. Each step
+uses one distance on the embedding's own scale (dlib: 0.6 is the same-person threshold).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from indexer.clustering.knn import Embeddings, KnnGraph
+from indexer.clustering.labels import Labels, compact, components
+
+logger = logging.getLogger(__name__)
+
+_MEDOID_EXACT_MAX = 2000  # larger clusters use the member nearest the centroid as medoid
+
+
+@dataclass(frozen=True)
+class RefineReport:
+    split_off: int = 0
+    attached: int = 0
+    merged_clusters: int = 0
+
+
+def _groups(labels: Labels) -> list[NDArray[np.int64]]:
+    idx = np.nonzero(labels >= 0)[0]
+    order = idx[np.argsort(labels[idx], kind="stable")]
+    lab = labels[order]
+    cuts = np.nonzero(np.diff(lab))[0] + 1
+    return [g.astype(np.int64) for g in np.split(order, cuts)] if len(order) else []
+
+
+def medoid(x: Embeddings, members: NDArray[np.int64]) -> int:
+    """The member with the smallest summed distance to the others."""
+    pts = x[members].astype(np.float64)
+    if len(members) > _MEDOID_EXACT_MAX:
+        c = pts.mean(axis=0)
+        return int(members[np.argmin(((pts - c) ** 2).sum(axis=1))])
+    sq = (pts**2).sum(axis=1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * pts @ pts.T, 0.0))
+    return int(members[np.argmin(d.sum(axis=1))])
+
+
+def split_far_members(x: Embeddings, labels: Labels, distance: float) -> tuple[Labels, int]:
+    """Members farther than `distance` from their cluster's medoid become outliers."""
+    out = labels.copy()
+    n_split = 0
+    for members in _groups(labels):
+        m = medoid(x, members)
+        d = np.linalg.norm(x[members].astype(np.float64) - x[m].astype(np.float64), axis=1)
+        far = members[d > distance]
+        out[far] = -1
+        n_split += len(far)
+    return out, n_split
+
+
+def attach_outliers(knn: KnnGraph, labels: Labels, distance: float) -> tuple[Labels, int]:
+    """An outlier joins the cluster of its nearest clustered kNN neighbour within `distance`."""
+    out = labels.copy()
+    outliers = np.nonzero(labels < 0)[0]
+    if len(outliers) == 0:
+        return out, 0
+    nbr = knn.indices[outliers]
+    lab = np.where(nbr >= 0, labels[np.maximum(nbr, 0)], -1)
+    ok = (lab >= 0) & (knn.distances[outliers] <= distance)
+    has = ok.any(axis=1)
+    first = ok.argmax(axis=1)
+    chosen = outliers[has]
+    out[chosen] = lab[has, first[has]]
+    return out, int(has.sum())
+
+
+def merge_close_clusters(x: Embeddings, labels: Labels, distance: float) -> tuple[Labels, int]:
+    """Clusters whose centroids are closer than `distance` are merged (transitively)."""
+    groups = _groups(labels)
+    if len(groups) < 2:
+        return labels.copy(), 0
+    cents = np.stack([x[g].astype(np.float64).mean(axis=0) for g in groups])
+    sq = (cents**2).sum(axis=1)
+    rows: list[NDArray[np.int64]] = []
+    cols: list[NDArray[np.int64]] = []
+    block = max(1, (1 << 22) // len(groups))
+    for start in range(0, len(groups), block):
+        c = cents[start : start + block]
+        d2 = sq[start : start + block, None] + sq[None, :] - 2.0 * c @ cents.T
+        r, cc = np.nonzero(d2 < distance**2)
+        rows.append(r.astype(np.int64) + start)
+        cols.append(cc.astype(np.int64))
+    comp = components(len(groups), np.concatenate(rows), np.concatenate(cols))
+    out = labels.copy()
+    for gid, members in enumerate(groups):
+        out[members] = comp[gid]
+    return out, len(groups) - len(np.unique(comp))
+
+
+def refine(
+    x: Embeddings,
+    knn: KnnGraph,
+    labels: Labels,
+    *,
+    split_distance: float | None,
+    attach_distance: float | None,
+    merge_distance: float | None,
+) -> tuple[Labels, RefineReport]:
+    """Split far members, then merge close clusters, then attach near outliers."""
+    n_split = n_merged = n_attached = 0
+    out = labels.astype(np.int64).copy()
+    if split_distance is not None:
+        out, n_split = split_far_members(x, out, split_distance)
+    if merge_distance is not None:
+        out, n_merged = merge_close_clusters(x, out, merge_distance)
+    if attach_distance is not None:
+        out, n_attached = attach_outliers(knn, out, attach_distance)
+    report = RefineReport(split_off=n_split, attached=n_attached, merged_clusters=n_merged)
+    logger.debug("refine: %s", report)
+    return compact(out), report

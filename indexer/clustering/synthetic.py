@@ -1,0 +1,86 @@
+"""Synthetic face-embedding-like data with identity structure, for tests and benchmarks.
+
+Real face embeddings (dlib, facenet) are unit vectors in which photos of one person sit in a
+tight cap (same-person distances mostly 0.3-0.55 for dlib) and different people are 0.8-1.1
+apart, not the sqrt(2) of random unit vectors. `make_identities` reproduces that geometry:
+identity centres share a common direction, members are centre plus isotropic noise, and every
+vector is L2-normalised. Identity sizes follow a heavy-tailed law with many singletons, like a
+photo library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+Embeddings = NDArray[np.float32]
+Labels = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class SyntheticFaces:
+    """Embeddings and their true identity labels (every identity has its own label)."""
+
+    embeddings: Embeddings
+    identities: Labels
+
+
+def identity_sizes(
+    n_faces: int, rng: np.random.Generator, *, max_size: int = 50, singleton_share: float = 0.3
+) -> NDArray[np.int64]:
+    """Identity sizes summing to `n_faces`: some singletons, the rest Zipf-like in [2, max]."""
+    n_single = int(round(n_faces * singleton_share))
+    sizes: list[int] = [1] * n_single
+    remaining = n_faces - n_single
+    while remaining > 0:
+        size = int(min(max_size, 1 + rng.zipf(1.7)))
+        size = min(size, remaining)
+        sizes.append(size)
+        remaining -= size
+    out = np.asarray(sizes, dtype=np.int64)
+    rng.shuffle(out)
+    return out
+
+
+def make_identities(
+    n_faces: int,
+    dim: int = 128,
+    *,
+    seed: int = 0,
+    max_size: int = 50,
+    singleton_share: float = 0.3,
+    between_distance: float = 0.9,
+    within_distance: float = 0.45,
+) -> SyntheticFaces:
+    """Generate `n_faces` unit vectors in `dim` dimensions grouped into identities.
+
+    `between_distance` is the typical distance between two identity centres and
+    `within_distance` the typical distance between two photos of one person (each identity
+    gets its own spread, from 0.7x to 1.3x of it, so densities vary as in real libraries).
+    """
+    rng = np.random.default_rng(seed)
+    sizes = identity_sizes(n_faces, rng, max_size=max_size, singleton_share=singleton_share)
+    n_ids = len(sizes)
+    # Centres: a common direction plus a random part, so that centres are `between_distance`
+    # apart on average instead of sqrt(2).
+    common = rng.standard_normal(dim)
+    common /= np.linalg.norm(common)
+    cos_between = 1.0 - between_distance**2 / 2.0
+    spread = np.sqrt(max(1e-6, (1.0 - cos_between) / max(cos_between, 1e-6)))
+    centres = common[None, :] + spread * rng.standard_normal((n_ids, dim)) / np.sqrt(dim)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    identities = np.repeat(np.arange(n_ids, dtype=np.int64), sizes)
+    # Member = centre + noise of norm sigma; two members are about sqrt(2)*sigma/sqrt(1+sigma^2)
+    # apart, so sigma follows from the wanted within-identity distance.
+    per_id = within_distance * rng.uniform(0.7, 1.3, n_ids)
+    sigma = per_id / np.sqrt(np.maximum(2.0 - per_id**2, 1e-6))
+    noise = rng.standard_normal((n_faces, dim)).astype(np.float32) / np.float32(np.sqrt(dim))
+    x = centres[identities].astype(np.float32) + noise * sigma[identities, None].astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    order = rng.permutation(n_faces)
+    return SyntheticFaces(
+        embeddings=np.ascontiguousarray(x[order], dtype=np.float32),
+        identities=identities[order],
+    )
