@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from sklearn.cluster import DBSCAN
+from sklearn.metrics import adjusted_rand_score
+
+from indexer.clustering import ALGORITHMS, ClusterParams, UnknownAlgorithmError, cluster, score
+from indexer.clustering.knn import build_knn
+from indexer.clustering.labels import compact
+from indexer.clustering.refine import attach_outliers, merge_close_clusters, split_far_members
+from indexer.clustering.synthetic import make_identities
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return make_identities(1500, 128, seed=5)
+
+
+def test_algorithm_names():
+    assert ALGORITHMS == ("hdbscan", "dbscan", "chinese-whispers", "kmeans", "agglomerative")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_finds_the_identities(faces, algorithm):
+    params = ClusterParams(kmeans_k=len(np.unique(faces.identities)))
+    result = cluster(faces.embeddings, algorithm, params)
+    assert result.algorithm == algorithm
+    assert result.labels.shape == (1500,) and result.labels.dtype == np.int64
+    assert result.labels.min() >= -1
+    sizes = np.bincount(result.labels[result.labels >= 0])
+    assert (sizes >= 2).all()  # single faces are reported as -1, not as clusters
+    assert result.seconds >= 0 and result.params
+    assert (result.condensed_tree is not None) == (algorithm == "hdbscan")
+    floor = 0.6 if algorithm == "kmeans" else 0.85
+    assert score(faces.identities, result.labels).bcubed_f1 > floor
+
+
+def test_default_recluster_refines_hdbscan(faces):
+    plain = cluster(faces.embeddings, "hdbscan", ClusterParams(refine=False))
+    refined = cluster(faces.embeddings)
+    assert "refine" in refined.details and "refine" not in plain.details
+    assert np.array_equal(refined.details["hdbscan_labels"], plain.labels)
+    assert score(faces.identities, refined.labels).bcubed_f1 >= (
+        score(faces.identities, plain.labels).bcubed_f1
+    )
+
+
+def test_dbscan_matches_sklearn_on_core_points(faces):
+    x = faces.embeddings
+    ours = cluster(x, "dbscan", ClusterParams(dbscan_eps=0.45, dbscan_min_samples=3)).labels
+    ref = DBSCAN(eps=0.45, min_samples=3).fit(x)
+    core = np.zeros(len(x), dtype=bool)
+    core[ref.core_sample_indices_] = True
+    assert adjusted_rand_score(ref.labels_[core], ours[core]) == 1.0
+    assert np.array_equal(ours < 0, compact(ref.labels_) < 0)
+
+
+def test_chinese_whispers_is_deterministic_given_seed(faces):
+    a = cluster(faces.embeddings, "chinese-whispers", ClusterParams(seed=1)).labels
+    b = cluster(faces.embeddings, "chinese-whispers", ClusterParams(seed=1)).labels
+    assert np.array_equal(a, b)
+
+
+def test_errors():
+    x = make_identities(50, 8, seed=0).embeddings
+    with pytest.raises(UnknownAlgorithmError):
+        cluster(x, "spectral")
+    with pytest.raises(ValueError, match="agglomerative_max_faces"):
+        cluster(x, "agglomerative", ClusterParams(agglomerative_max_faces=10))
+    with pytest.raises(ValueError, match="NaN"):
+        cluster(np.full((3, 4), np.nan, dtype=np.float32))
+    for algorithm in ALGORITHMS:
+        assert cluster(x[:1], algorithm).labels.tolist() == [-1]
+
+
+def line(*points):
+    x = np.array(points, dtype=np.float32)
+    return np.concatenate([x, np.zeros((len(x), 1), dtype=np.float32)], axis=1)
+
+
+def test_split_far_members():
+    x = line([0.0], [0.1], [0.2], [1.5])
+    labels, n = split_far_members(x, np.array([0, 0, 0, 0]), distance=0.6)
+    assert labels.tolist() == [0, 0, 0, -1] and n == 1
+
+
+def test_attach_outliers_within_distance_only():
+    x = line([0.0], [0.1], [0.4], [2.0])
+    knn = build_knn(x, 3)
+    labels, n = attach_outliers(knn, np.array([0, 0, -1, -1]), distance=0.45)
+    assert labels.tolist() == [0, 0, 0, -1] and n == 1
+
+
+def test_merge_close_clusters():
+    x = line([0.0], [0.1], [0.3], [0.4], [3.0], [3.1])
+    labels, n = merge_close_clusters(x, np.array([0, 0, 1, 1, 2, 2]), distance=0.5)
+    assert labels[0] == labels[2] != labels[4] and n == 1
