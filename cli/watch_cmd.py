@@ -1,0 +1,103 @@
+"""The `watch` command: catch up on PATHS, then index new, moved and deleted photos as they come.
+
+SIGINT and SIGTERM ask the daemon to finish the batch in hand, save, and exit 0. A second
+daemon (or `index`) on the same home fails at once with a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from cli.common import HomeOption, handle_errors, load_settings, setup_logging
+
+log = logging.getLogger("indexer.watch")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `watch` command to `app`."""
+
+    @app.command()
+    @handle_errors
+    def watch(
+        paths: Annotated[list[Path], typer.Argument(help="Folders (or files) of photos to "
+                                                    "follow.")],
+        model: Annotated[str | None, typer.Option(
+            "--model", help="facenet or dlib (a new index defaults to facenet; an existing "
+            "index keeps its own).", show_default=False)] = None,
+        home: HomeOption = None,
+        recluster_every: Annotated[int | None, typer.Option(
+            "--recluster-every", min=0, metavar="N",
+            help="Recluster after N new faces, once the queue is empty (0: never; default "
+            "from settings: 200).", show_default=False)] = None,
+        recluster_interval: Annotated[float | None, typer.Option(
+            "--recluster-interval", min=0, metavar="SECONDS",
+            help="Recluster this long after the last one when new faces arrived (0: never; "
+            "default 3600).", show_default=False)] = None,
+        settle: Annotated[float | None, typer.Option(
+            "--settle", min=0, metavar="SECONDS",
+            help="How long a file's size and mtime must stay put before it is indexed "
+            "(default 1.0).", show_default=False)] = None,
+        poll: Annotated[bool, typer.Option(
+            "--poll", help="Poll the folders instead of using inotify (network file "
+            "systems).")] = False,
+        verbose: Annotated[int, typer.Option(
+            "--verbose", "-v", count=True, help="Log each batch (-vv: each event).")] = 0,
+    ) -> None:
+        """Index PATHS, then keep following them: new photos become searchable on their own."""
+        from indexer import service
+        from indexer.pipeline import resolve_roots
+        from indexer.watch import WatchDaemon
+
+        if verbose:
+            setup_logging(verbose)
+        settings = load_settings(home, model=model, recluster_every=recluster_every,
+                                 recluster_interval=recluster_interval, watch_settle=settle)
+        roots = resolve_roots(paths)
+        face_model = service.model_for_index(settings, settings.model)
+        daemon = WatchDaemon(settings, face_model, roots, polling=poll)
+        restore = _stop_on_signals(daemon.stop, lambda: daemon.stopping)
+        try:
+            typer.echo(f"faceidx: watching {', '.join(map(str, roots))} into {settings.home} "
+                       f"with {face_model.info.name}; Ctrl-C to stop", err=True)
+            report = daemon.run()
+        finally:
+            restore()
+        s = report.summary
+        typer.echo(
+            f"faceidx: watch stopped: new {s.new}, changed {s.changed}, moved {s.moved}, "
+            f"copied {s.copied}, removed {s.removed}, failed {s.failed}; faces added "
+            f"{s.faces_added}, removed {s.faces_removed}; {report.reclusters} recluster(s)",
+            err=True)
+
+
+def _stop_on_signals(stop: Callable[[], None],
+                     stopping: Callable[[], bool]) -> Callable[[], None]:
+    """SIGINT/SIGTERM call `stop()` (finish the batch in hand); returns a restore function.
+
+    Signals can only be handled in the main thread; elsewhere (tests) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stopping():
+            log.warning("%s again: still finishing the batch in hand", name)
+            return
+        log.warning("%s: finishing the batch in hand, then exiting", name)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

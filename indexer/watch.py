@@ -1,0 +1,506 @@
+"""The watch daemon: new photos become searchable faces on their own, and nothing is lost.
+
+`WatchDaemon(settings, model, roots).run()`:
+1. takes the ingest lock of the home (one daemon or `index` per home) and opens the store with
+   `keep_open=False`, so the DuckDB file is open only while a unit of work runs and other
+   processes (query, status, cluster commands, recluster) use it in between;
+2. starts the file observer first, then catches up (the same incremental comparison as
+   `index`), so nothing that happens during the catch-up is missed;
+3. loops: applies file events in order (moves and renames change paths, never re-embed;
+   deletions forget images), and indexes files in batches of `settings.batch_size` once their
+   size and mtime have stayed put for `settings.watch_settle` seconds (a half-copied file is
+   never looked at, so it is never recorded as broken);
+4. assigns each new face online (indexer.assign) and reclusters the whole index after
+   `recluster_every` new faces or `recluster_interval` seconds, between batches, while events
+   keep queueing in the observer's thread;
+5. on `stop()` (SIGINT/SIGTERM in the CLI) finishes the batch in hand, applies queued moves and
+   deletions, saves FAISS, releases the lock and returns.
+
+A run killed at any point leaves a consistent catalog (each batch is one transaction); the next
+run's catch-up completes the work and readers repair the FAISS file from the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from .assign import Assigner
+from .locks import IngestLock
+from .models import FaceModel
+from .pipeline import Indexer, resolve_roots, scan
+from .settings import Settings
+from .store import Store
+from .types import IndexSummary, Matrix
+from .watch_events import (
+    EventHandler,
+    ObserverFactory,
+    Op,
+    OpQueue,
+    PathFilter,
+    Watching,
+    describe,
+)
+
+log = logging.getLogger(__name__)
+
+GENERATION_KEY = "clusters_generation"
+"""Meta key a recluster or a user's correction changes; the daemon then reloads centroids."""
+
+Recluster = Callable[[Store, Settings], Any]
+
+IDLE_WAIT = 1.0
+"""Longest sleep of the loop when nothing is queued (stop and timers are checked this often)."""
+LOCK_INFO_EVERY = 1.0
+"""Seconds between updates of the queue size that `faceidx status` shows."""
+RETRY_AFTER = 5.0
+"""Seconds before a batch that failed unexpectedly (e.g. catalog busy too long) is retried."""
+
+
+def default_recluster(store: Store, settings: Settings) -> Any:
+    """The full recluster of indexer.recluster (imported when first needed)."""
+    from .recluster import recluster  # type: ignore[import-not-found,unused-ignore]
+
+    return recluster(store, settings)
+
+
+@dataclass
+class _Pending:
+    """A file waiting to settle: the stat last seen and since when it has not changed."""
+
+    size: int | None
+    mtime: float | None
+    since: float
+
+
+@dataclass
+class WatchReport:
+    """What a daemon run did (the CLI logs it at exit; tests read it)."""
+
+    summary: IndexSummary = field(default_factory=IndexSummary)
+    batches: int = 0
+    reclusters: int = 0
+    recluster_errors: int = 0
+    moves: int = 0
+    assignment_reloads: int = 0
+    mode: str = "none"
+
+
+class WatchDaemon:
+    """Follows folders and keeps the index of one home in step with them."""
+
+    def __init__(self, settings: Settings, model: FaceModel, roots: Sequence[Path | str], *,
+                 recluster: Recluster | None = default_recluster,
+                 observer_factory: ObserverFactory | None = None,
+                 polling: bool = False) -> None:
+        self.settings = settings
+        self.model = model
+        self.roots = resolve_roots(roots)
+        self.recluster_fn = recluster
+        self.observer_factory = observer_factory
+        self.polling = polling
+        self.report = WatchReport()
+        self.ready = threading.Event()
+        """Set once the observer runs and the catch-up scan has queued its work."""
+        self.idle = threading.Event()
+        """Set while nothing is queued or waiting to settle (cleared by new events)."""
+        self._stop = threading.Event()
+        self._ops = OpQueue()
+        self._pending: dict[str, _Pending] = {}
+        self._store: Store | None = None
+        self._indexer: Indexer | None = None
+        self._assigner: Assigner | None = None
+        self._lock: IngestLock | None = None
+        self._watching: Watching | None = None
+        self._generation: str | None = None
+        self._faces_since_recluster = 0
+        self._last_recluster = time.monotonic()
+        self._lock_info: tuple[int, str] = (-1, "")
+        self._lock_info_at = 0.0
+        self._retry_at = 0.0
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Ask the daemon to finish the batch in hand and return (safe from any thread)."""
+        self._stop.set()
+        self._ops.arrived.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending) + len(self._ops)
+
+    @property
+    def mode(self) -> str:
+        return self._watching.mode if self._watching is not None else "none"
+
+    def run(self) -> WatchReport:
+        """Catch up, then follow the folders until stop(); returns what was done."""
+        settings = self.settings
+        with IngestLock(settings.home, "faceidx watch") as lock:
+            self._lock = lock
+            store = Store.open(settings, self.model.info, keep_open=False)
+            self._store = store
+            try:
+                self._assigner = Assigner(store, settings)
+                self._generation = store.get_meta(GENERATION_KEY)
+                with Indexer(store, self.model, settings,
+                             on_faces_added=self._on_faces_added) as indexer:
+                    self._indexer = indexer
+                    self._run_loop()
+            finally:
+                if self._watching is not None:
+                    self._watching.stop()
+                store.close()  # saves the FAISS file
+                self.report.mode = self.mode
+                log.info("watch stopped: %s", _summary_line(self.report))
+        return self.report
+
+    # ------------------------------------------------------------------ the loop
+    def _run_loop(self) -> None:
+        paths = PathFilter(self.roots, self.settings.home.resolve())
+        handler = EventHandler(self._ops, paths)
+        self._watching = Watching(self.roots, handler,
+                                  poll_interval=self.settings.watch_poll_interval,
+                                  observer_factory=self.observer_factory,
+                                  polling=self.polling)
+        self._watching.start()
+        self.report.mode = self._watching.mode
+        self._catch_up()
+        self._update_lock(force=True)
+        self.ready.set()
+        log.info("watching %d folder(s); %d file(s) to index from the catch-up",
+                 len(self.roots), len(self._pending))
+        while not self._stop.is_set():
+            self._ops.arrived.wait(self._wait_time())
+            if self._stop.is_set():
+                break
+            self._step()
+        self._apply_ops(self._ops.drain())  # moves and deletions are quick: flush them
+        self._save_faiss()
+
+    def _step(self) -> None:
+        ops = self._drain_debounced()
+        if ops:
+            self.idle.clear()
+            self._apply_ops(ops)
+        assert self._watching is not None
+        if self._watching.check():
+            self.report.mode = self._watching.mode
+            self._catch_up()
+        ready = self._settled() if time.monotonic() >= self._retry_at else []
+        if ready:
+            self._process(ready)
+        if not self._pending and not len(self._ops):
+            self._save_faiss()
+            self.idle.set()
+        self._maybe_recluster()
+        self._update_lock()
+
+    def _wait_time(self) -> float:
+        if not self._pending:
+            return IDLE_WAIT
+        now = time.monotonic()
+        due = min(p.since for p in self._pending.values()) + self.settings.watch_settle
+        due = max(due, self._retry_at)
+        return min(IDLE_WAIT, max(0.0, due - now))
+
+    def _drain_debounced(self) -> list[Op]:
+        """Everything queued, after the burst it belongs to has been quiet for a moment."""
+        ops = self._ops.drain()
+        if not ops:
+            return ops
+        deadline = time.monotonic() + 10 * self.settings.watch_debounce
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if not self._ops.arrived.wait(self.settings.watch_debounce):
+                break
+            ops.extend(self._ops.drain())
+        return ops
+
+    # ------------------------------------------------------------------ catching up
+    def _catch_up(self) -> None:
+        """Queue what changed on disk since the index last saw it; forget what is gone."""
+        assert self._store is not None and self._indexer is not None
+        disk = scan(self.roots, skip=[self.settings.home.resolve()])
+        known = self._store.images_under(self.roots)
+        gone = [p for p in known if p not in disk]
+        if gone:
+            log.info("catch-up: %d indexed file(s) are gone", len(gone))
+            self._indexer.remove(gone, self.report.summary)
+        now = time.monotonic()
+        wall = time.time()
+        queued = 0
+        for key, f in disk.items():
+            rec = known.get(key)
+            if rec is not None and rec.size == f.size and rec.mtime == f.mtime:
+                continue
+            # A file untouched for the settle period is complete; a fresh one must settle.
+            settled = wall - f.mtime >= self.settings.watch_settle
+            self._pending[key] = _Pending(f.size, f.mtime, float("-inf") if settled else now)
+            queued += 1
+        log.info("catch-up: %d file(s) on disk, %d new or changed", len(disk), queued)
+
+    # ------------------------------------------------------------------ events
+    def _apply_ops(self, ops: list[Op]) -> None:
+        """Apply file events in order: moves change paths in the catalog, new and changed files
+        join the settle queue, and deletions (of paths really gone from disk) come last."""
+        if not ops:
+            return
+        assert self._store is not None and self._indexer is not None
+        for op in ops:
+            log.debug("event: %s", describe(op))
+        run: list[Op] = []  # consecutive moves share one transaction
+        for op in ops:
+            if op.kind == "move":
+                run.append(op)
+                continue
+            if run:
+                self._apply_moves(run)
+                run = []
+            if op.kind == "touch":
+                self._touch(op.path)
+            elif op.kind == "scan":
+                if os.path.isdir(op.path):
+                    for key in scan([Path(op.path)], skip=[self.settings.home.resolve()]):
+                        self._touch(key)
+            elif op.kind == "delete":
+                self._drop_pending(op.path, op.is_dir)
+        if run:
+            self._apply_moves(run)
+        deletes = [op for op in ops if op.kind == "delete"]
+        if deletes:
+            self._apply_deletes(deletes)
+
+    def _touch(self, path: str) -> None:
+        size, mtime = _stat(path)
+        self._pending[path] = _Pending(size, mtime, time.monotonic())
+
+    def _drop_pending(self, path: str, is_dir: bool) -> None:
+        if is_dir:
+            prefix = path.rstrip(os.sep) + os.sep
+            for key in [k for k in self._pending if k.startswith(prefix)]:
+                del self._pending[key]
+        self._pending.pop(path, None)
+
+    def _apply_moves(self, moves: list[Op]) -> None:
+        store = self._store
+        assert store is not None
+        to_touch: list[str] = []
+        with store.transaction() as con:
+            for op in moves:
+                if op.is_dir:
+                    n = store.move_prefix(con, op.path, op.dest)
+                    if n:
+                        log.info("moved folder: %s -> %s (%d images)", op.path, op.dest, n)
+                    self.report.moves += n
+                    self.report.summary.moved += n
+                    self._rekey_pending(op.path, op.dest, is_dir=True)
+                    continue
+                rec = store.images_at_con(con, [op.path]).get(op.path)
+                if rec is None:
+                    # Not indexed yet (still settling, or never seen): look at it where it is.
+                    self._rekey_pending(op.path, op.dest, is_dir=False)
+                    to_touch.append(op.dest)
+                    continue
+                size, mtime = _stat(op.dest)
+                store.move_image(con, rec.image_id, op.dest,
+                                 size=rec.size if size is None else size,
+                                 mtime=rec.mtime if mtime is None else mtime)
+                log.info("moved: %s -> %s", op.path, op.dest)
+                self.report.moves += 1
+                self.report.summary.moved += 1
+                self._rekey_pending(op.path, op.dest, is_dir=False)
+        for path in to_touch:
+            if path not in self._pending:
+                self._touch(path)
+
+    def _rekey_pending(self, src: str, dest: str, *, is_dir: bool) -> None:
+        if not is_dir:
+            if src in self._pending:
+                self._pending[dest] = self._pending.pop(src)
+            return
+        old, new = src.rstrip(os.sep) + os.sep, dest.rstrip(os.sep) + os.sep
+        for key in [k for k in self._pending if k.startswith(old)]:
+            self._pending[new + key[len(old):]] = self._pending.pop(key)
+
+    def _apply_deletes(self, deletes: list[Op]) -> None:
+        store, indexer = self._store, self._indexer
+        assert store is not None and indexer is not None
+        files = [op.path for op in deletes if not op.is_dir]
+        gone = [p for p in store.images_at(files) if not os.path.lexists(p)]
+        folders = [Path(op.path) for op in deletes if op.is_dir]
+        if folders:
+            gone += [p for p in store.images_under(folders) if not os.path.lexists(p)]
+        gone = sorted(set(gone))
+        if gone:
+            removed = indexer.remove(gone, self.report.summary)
+            log.info("deleted: %d image(s), %d face(s)", len(gone), removed)
+
+    # ------------------------------------------------------------------ indexing
+    def _settled(self) -> list[Path]:
+        """Up to one batch of files whose size and mtime stayed put for the settle period."""
+        now = time.monotonic()
+        settle = self.settings.watch_settle
+        ready: list[Path] = []
+        for key in list(self._pending):
+            entry = self._pending[key]
+            if now - entry.since < settle:
+                continue
+            size, mtime = _stat(key)
+            if size is None:
+                del self._pending[key]  # vanished; its deletion event handles the catalog
+                continue
+            if (size, mtime) != (entry.size, entry.mtime):
+                self._pending[key] = _Pending(size, mtime, now)  # still being written
+                continue
+            ready.append(Path(key))
+            if len(ready) >= max(1, self.settings.batch_size):
+                break
+        return ready
+
+    def _process(self, ready: list[Path]) -> None:
+        """Index one batch (a single committed transaction) of settled files."""
+        store, indexer = self._store, self._indexer
+        assert store is not None and indexer is not None
+        keys = [str(p) for p in ready]
+        try:
+            known = store.images_at(keys)
+            todo = []
+            for path in ready:
+                rec = known.get(str(path))
+                entry = self._pending[str(path)]
+                if rec is None or (rec.size, rec.mtime) != (entry.size, entry.mtime):
+                    todo.append(path)
+            if todo:
+                before = self.report.summary.faces_added
+                indexer.process(todo, self.report.summary, known=known)
+                added = self.report.summary.faces_added - before
+                self._faces_since_recluster += added
+                self.report.batches += 1
+                log.info("indexed %d file(s): %d new face(s); %d queued", len(todo), added,
+                         len(self._pending) - len(ready))
+        except Exception:
+            # Never die of one batch (e.g. the catalog busy for longer than lock_timeout):
+            # keep the files queued, rebuild the centroids from the catalog, and retry later.
+            log.exception("indexing a batch failed; retrying in %.0f s", RETRY_AFTER)
+            self._retry_at = time.monotonic() + RETRY_AFTER
+            self._reload_assigner()
+            return
+        for key in keys:
+            self._pending.pop(key, None)
+
+    def _on_faces_added(self, con: duckdb.DuckDBPyConnection, face_ids: list[int],
+                        vectors: Matrix) -> None:
+        """Pipeline hook, inside the batch's transaction: assign against current clusters.
+
+        A recluster or correction made by another process since the last batch changes the
+        generation; the centroids are then re-read within this same transaction."""
+        assert self._store is not None and self._assigner is not None
+        generation = self._store.get_meta(GENERATION_KEY)
+        if generation != self._generation:
+            log.info("clusters changed (generation %s -> %s); reloading centroids",
+                     self._generation, generation)
+            self._assigner.reload()
+            self._generation = generation
+            self.report.assignment_reloads += 1
+        self._assigner.on_faces_added(con, face_ids, np.asarray(vectors))
+
+    def _reload_assigner(self) -> None:
+        assert self._store is not None and self._assigner is not None
+        try:
+            self._generation = self._store.get_meta(GENERATION_KEY)
+            self._assigner.reload()
+            self.report.assignment_reloads += 1
+        except Exception:
+            log.exception("could not reload cluster centroids")
+
+    # ------------------------------------------------------------------ recluster
+    def _maybe_recluster(self) -> None:
+        """Recluster after `recluster_every` new faces once the queue is empty, or after
+        `recluster_interval` seconds (queue or not) when new faces arrived meanwhile."""
+        if self.recluster_fn is None or self._faces_since_recluster == 0:
+            return
+        s = self.settings
+        drained = not self._pending and not len(self._ops)
+        by_count = s.recluster_every > 0 and self._faces_since_recluster >= s.recluster_every
+        by_time = (s.recluster_interval > 0
+                   and time.monotonic() - self._last_recluster >= s.recluster_interval)
+        if not (by_time or (by_count and drained)) or self._stop.is_set():
+            return
+        assert self._store is not None
+        log.info("reclustering after %d new face(s)", self._faces_since_recluster)
+        self._update_lock(force=True, state="reclustering")
+        started = time.monotonic()
+        try:
+            result = self.recluster_fn(self._store, s)
+            self.report.reclusters += 1
+            log.info("recluster done in %.1f s%s", time.monotonic() - started,
+                     f": {result}" if result is not None else "")
+        except ImportError as exc:
+            log.warning("periodic recluster is not available (%s); run `faceidx recluster` "
+                        "yourself", exc)
+            self.recluster_fn = None
+        except Exception:
+            log.exception("periodic recluster failed; will try again later")
+            self.report.recluster_errors += 1
+        self._faces_since_recluster = 0
+        self._last_recluster = time.monotonic()
+        self._reload_assigner()
+        self._update_lock(force=True)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _save_faiss(self) -> None:
+        assert self._store is not None
+        try:
+            self._store.save_faiss()
+        except OSError:
+            log.exception("could not save the FAISS index (readers rebuild it from the catalog)")
+
+    def _update_lock(self, *, force: bool = False, state: str = "watching") -> None:
+        """Tell `faceidx status` how many files wait, when the queue size changed."""
+        if self._lock is None:
+            return
+        queued = self.queued
+        now = time.monotonic()
+        changed = (queued, state) != self._lock_info
+        if not force and (not changed or now - self._lock_info_at < LOCK_INFO_EVERY) \
+                and not (changed and queued == 0):
+            return
+        try:
+            self._lock.update(queued=queued, mode=self.mode,
+                              state=state, roots=[str(r) for r in self.roots])
+        except OSError:
+            log.debug("could not update the lock info file", exc_info=True)
+        self._lock_info = (queued, state)
+        self._lock_info_at = now
+
+
+def _stat(path: str) -> tuple[int | None, float | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime
+
+
+def _summary_line(report: WatchReport) -> str:
+    s = report.summary
+    return (f"new {s.new}, changed {s.changed}, moved {s.moved}, copied {s.copied}, "
+            f"removed {s.removed}, failed {s.failed}; faces added {s.faces_added}, removed "
+            f"{s.faces_removed}; {report.batches} batches, {report.reclusters} reclusters "
+            f"({report.mode})")
+
+
+__all__ = ["GENERATION_KEY", "WatchDaemon", "WatchReport", "default_recluster"]
