@@ -51,6 +51,16 @@ class Settings:
     """Seconds a command waits for another process to release the catalog before giving up."""
     assign_threshold: float | None = None
     """Online assignment distance threshold; None takes the model's own default."""
+    watch_settle: float = 1.0
+    """Seconds a new or changed file's size and mtime must stay put before `watch` indexes it."""
+    watch_debounce: float = 0.2
+    """Seconds of quiet that end a burst of file events before `watch` acts on them."""
+    watch_poll_interval: float = 2.0
+    """Seconds between folder scans when `watch` has to poll (no inotify watches left)."""
+    recluster_every: int = 200
+    """`watch` reclusters once this many new faces arrived and its queue is empty (0: never)."""
+    recluster_interval: float = 3600.0
+    """...or this many seconds after the last recluster if new faces arrived (0: never)."""
 
     @property
     def catalog_path(self) -> Path:
