@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(home, model=model, recluster_every=recluster_every,
                                  recluster_interval=recluster_interval, watch_settle=settle)
         roots = resolve_roots(paths)
+        _refuse_if_busy(settings.home)  # before the model loads: a second daemon fails fast
         face_model = service.model_for_index(settings, settings.model)
         daemon = WatchDaemon(settings, face_model, roots, polling=poll)
         restore = _stop_on_signals(daemon.stop, lambda: daemon.stopping)
@@ -76,6 +77,17 @@ def register(app: typer.Typer) -> None:
             f"copied {s.copied}, removed {s.removed}, failed {s.failed}; faces added "
             f"{s.faces_added}, removed {s.faces_removed}; {report.reclusters} recluster(s)",
             err=True)
+
+
+def _refuse_if_busy(home: Path) -> None:
+    from indexer.errors import IndexBusy
+    from indexer.locks import IngestLock
+
+    holder = IngestLock.holder(home) if home.is_dir() else None
+    if holder is not None:
+        who = f"{holder.get('purpose', 'faceidx')} (pid {holder.get('pid', '?')})"
+        raise IndexBusy(f"{home}: {who} is already indexing this home; stop it first, "
+                        "or use another --home")
 
 
 def _stop_on_signals(stop: Callable[[], None],
