@@ -136,6 +136,11 @@ def status(
         typer.echo(f"failed:    {item['path']}: {item['reason']}")
 
 
+from cli import watch_cmd  # noqa: E402  (commands defined in their own modules)
+
+watch_cmd.register(app)
+
+
 def main() -> None:
     app()
 

@@ -63,7 +63,6 @@ def setup_logging(verbose: int) -> None:
         handler.setFormatter(logging.Formatter("faceidx: %(levelname)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
 
 
 def handle_errors(func: F) -> F:

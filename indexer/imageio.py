@@ -1,4 +1,4 @@
-"""Decoding photos safely: every failure becomes UnreadableImage with a reason a person can act on."""
+"""Decoding photos safely: every failure is an UnreadableImage with a reason a person can use."""
 
 from __future__ import annotations
 

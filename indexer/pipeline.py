@@ -273,6 +273,7 @@ class Indexer:
                 self._record_failure(con, path, st.st_size, st.st_mtime, None, err, summary)
             if new_ids and self.on_faces_added is not None:
                 self.on_faces_added(con, new_ids, np.stack(new_vectors))
+        log.debug("committed a batch of %d files (%d new faces)", len(chunk), len(new_ids))
 
     def _replace_image(self, con: duckdb.DuckDBPyConnection, raw: RawFile, *, status: str,
                        width: int | None = None, height: int | None = None) -> int:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexNotFound, ModelMismatch, UnreadableImage
+from .errors import IndexNotFound, ModelMismatch
 from .imageio import decode
 from .locks import IngestLock
 from .models import FaceModel, create_model

@@ -64,9 +64,11 @@ class Counts:
 class Store:
     """DuckDB catalog plus FAISS cache of one index home."""
 
-    def __init__(self, settings: Settings, *, read_only: bool = False) -> None:
+    def __init__(self, settings: Settings, *, read_only: bool = False,
+                 keep_open: bool = True) -> None:
         self.settings = settings
         self.read_only = read_only
+        self.keep_open = keep_open
         self._con: duckdb.DuckDBPyConnection | None = None
         self._faiss: Any = None
         self._faiss_dirty = False
@@ -77,10 +79,12 @@ class Store:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, settings: Settings, model: ModelInfo | None = None, *,
-             read_only: bool = False) -> Store:
+             read_only: bool = False, keep_open: bool = True) -> Store:
         """Open the index in settings.home; create it (with `model`) when writing and absent.
 
-        With `model` given, an index made by another model raises ModelMismatch.
+        With `model` given, an index made by another model raises ModelMismatch. With
+        keep_open=False the catalog file is opened for each unit of work and closed after it,
+        so other processes can use it in between (the watch daemon does this).
         """
         if not settings.catalog_path.exists():
             if read_only or model is None:
@@ -89,7 +93,7 @@ class Store:
                     "(or point --home / FACEIDX_HOME at an existing index)"
                 )
             settings.home.mkdir(parents=True, exist_ok=True)
-        store = cls(settings, read_only=read_only)
+        store = cls(settings, read_only=read_only, keep_open=keep_open)
         try:
             if not read_only:
                 with store.transaction() as con:
@@ -155,12 +159,23 @@ class Store:
             con.execute("ROLLBACK")
             self._pending_add.clear()
             self._pending_remove.clear()
+            self._done_with_connection()
             raise
         self._apply_pending_faiss()
+        self._done_with_connection()
 
     @contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        yield self._connect()
+        nested = self._con is not None
+        try:
+            yield self._connect()
+        finally:
+            if not nested:
+                self._done_with_connection()
+
+    def _done_with_connection(self) -> None:
+        if not self.keep_open:
+            self.release()
 
     # ------------------------------------------------------------------ model and meta
     def _check_or_record_model(self, con: duckdb.DuckDBPyConnection,
@@ -427,8 +442,8 @@ class Store:
     def _catalog_signature(self) -> tuple[int, int, int]:
         with self._read() as con:
             row = con.execute(
-                "SELECT count(*), coalesce(sum(face_id), 0), "
-                "coalesce(sum(face_id::HUGEINT * face_id), 0) FROM faces").fetchone()
+                "SELECT count(*), coalesce(sum(face_id), 0), coalesce(bit_xor(face_id), 0) "
+                "FROM faces").fetchone()
         assert row is not None
         return int(row[0]), int(row[1]), int(row[2])
 
@@ -436,8 +451,10 @@ class Store:
     def _faiss_signature(index: Any) -> tuple[int, int, int]:
         import faiss
 
-        ids = faiss.vector_to_array(index.id_map).astype(object)
-        return int(index.ntotal), int(sum(ids)), int(sum(i * i for i in ids))
+        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        if len(ids) == 0:
+            return 0, 0, 0
+        return int(index.ntotal), int(ids.sum()), int(np.bitwise_xor.reduce(ids))
 
     def _new_faiss(self) -> Any:
         import faiss
@@ -458,18 +475,41 @@ class Store:
         else:
             try:
                 index = faiss.read_index(str(path))
-                if index.d != self.model.dim:
-                    reason = f"has dimension {index.d}, not {self.model.dim}"
-                elif self._faiss_signature(index) != self._catalog_signature():
-                    reason = "out of step with the catalog"
+                if index.d != self.model.dim or not hasattr(index, "id_map"):
+                    reason = f"not an index of {self.model.dim}-d faces"
             except RuntimeError as exc:
                 reason = f"unreadable ({str(exc).splitlines()[0][:120]})"
         if reason is not None:
             if self._catalog_signature()[0] > 0 or path.exists():
                 log.warning("FAISS index %s is %s; rebuilding it from the catalog", path, reason)
-            index = self._rebuild_faiss()
+            return self._rebuild_faiss()
+        if self._faiss_signature(index) != self._catalog_signature():
+            self._repair_faiss(index)
         self._faiss = index
         return index
+
+    def _repair_faiss(self, index: Any) -> None:
+        """Bring a loaded FAISS index in step with the catalog: drop extra ids, add missing."""
+        import faiss
+
+        have = faiss.vector_to_array(index.id_map).astype(np.int64)
+        with self._read() as con:
+            want = np.asarray(con.execute("SELECT face_id FROM faces").fetchnumpy()["face_id"],
+                              dtype=np.int64)
+        extra = np.setdiff1d(have, want)
+        missing = np.setdiff1d(want, have)
+        level = logging.INFO if self.read_only else logging.WARNING
+        log.log(level, "FAISS index %s is out of step with the catalog (%d missing, %d extra); "
+                "repairing it from the catalog", self.settings.faiss_path, len(missing), len(extra))
+        if len(extra):
+            index.remove_ids(extra)
+        if len(missing):
+            ids, vectors = self.embeddings(missing.tolist())
+            index.add_with_ids(vectors, ids)
+        self._faiss = index
+        self._faiss_dirty = True
+        if not self.read_only:
+            self.save_faiss()
 
     def _rebuild_faiss(self) -> Any:
         index = self._new_faiss()
@@ -549,6 +589,43 @@ class Store:
             rows = con.execute(
                 "SELECT cluster_id, name FROM people WHERE cluster_id IS NOT NULL").fetchall()
         return {int(c): str(n) for c, n in rows}
+
+    def centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cluster ids, their centroids (mean member vectors) and sizes, for assignment."""
+        with self._read() as con:
+            result = con.execute(
+                "SELECT cluster_id, centroid, size FROM clusters "
+                "WHERE size > 0 AND centroid IS NOT NULL ORDER BY cluster_id").fetchnumpy()
+        ids = np.asarray(result["cluster_id"], dtype=np.int64)
+        dim = self.model.dim
+        if len(ids) == 0:
+            return ids, np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        vectors = np.frombuffer(b"".join(result["centroid"]), dtype=np.float32)
+        return ids, vectors.reshape(len(ids), dim).copy(), np.asarray(result["size"], np.int64)
+
+    def rejections(self, face_ids: Sequence[int] | None = None) -> set[tuple[int, int]]:
+        """(face_id, cluster_id) pairs a user said are not the same person."""
+        sql = "SELECT face_id, cluster_id FROM face_rejections"
+        params: list[Any] = []
+        if face_ids is not None:
+            sql += " WHERE face_id IN (SELECT unnest(?))"
+            params.append([int(i) for i in face_ids])
+        with self._read() as con:
+            return {(int(f), int(c)) for f, c in con.execute(sql, params).fetchall()}
+
+    def set_assignments(self, con: duckdb.DuckDBPyConnection,
+                        rows: Sequence[tuple[int, int | None, float | None, str]]) -> None:
+        """Record (face_id, cluster_id or None, distance, reason) for faces."""
+        if rows:
+            con.executemany(
+                "UPDATE faces SET cluster_id = ?, assign_distance = ?, assign_reason = ? "
+                "WHERE face_id = ?", [[c, d, r, f] for f, c, d, r in rows])
+
+    def set_centroid(self, con: duckdb.DuckDBPyConnection, cluster_id: int,
+                     centroid: np.ndarray, size: int) -> None:
+        con.execute(
+            "UPDATE clusters SET centroid = ?, size = ?, updated_at = now() WHERE cluster_id = ?",
+            [np.asarray(centroid, dtype=np.float32).tobytes(), int(size), int(cluster_id)])
 
     def require_cluster(self, cluster_id: int) -> None:
         with self._read() as con:

@@ -5,6 +5,7 @@ torch and facenet_pytorch are imported only when the model loads (15-25 s cold).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -86,10 +87,8 @@ class FacenetModel:
 
                 load_weights(resnet, "vggface2")
             except Exception as exc:  # network errors come in many types
-                try:
+                with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
-                except OSError:
-                    pass
                 raise ModelUnavailable(
                     f"facenet model: weights not found at {path} and the download failed "
                     f"({type(exc).__name__}); put them there, set FACEIDX_FACENET_WEIGHTS to a "

@@ -1,0 +1,120 @@
+"""Online assignment: a new face joins the nearest known identity when it is close enough.
+
+Each cluster keeps a centroid (the mean of its members' vectors). A new face is compared with
+every centroid through a FAISS index; if the nearest allowed one is within the model's
+threshold, the face joins that cluster and the centroid moves to include it. Otherwise the face
+stays unassigned until the next recluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from .settings import Settings
+from .store import Store, distance_from_ip
+from .types import Matrix
+
+log = logging.getLogger(__name__)
+
+# Distance from a face to its identity's centroid, on L2-normalised vectors.
+# dlib: measured on ../shared/faces LFW (scripts/measure_assign_threshold.py): see README.
+# facenet (VGGFace2 weights 20180402-114759): the published same-person threshold for these
+# weights is 1.04 on L2-normalised pairs (deepface's table for "Facenet512", converted from the
+# same davidsandberg checkpoint); a face lies nearer its identity's centroid than to a single
+# photo of it, by the ratio measured for dlib (0.50 / 0.60), hence 1.04 * 0.5 / 0.6 ~= 0.87.
+DEFAULT_THRESHOLDS = {"dlib": 0.50, "facenet": 0.87}
+CANDIDATES = 8
+"""How many nearest centroids are considered, so a rejected cluster can be passed over."""
+
+
+def threshold_for(model_name: str, settings: Settings) -> float:
+    if settings.assign_threshold is not None:
+        return settings.assign_threshold
+    return DEFAULT_THRESHOLDS.get(model_name, 0.5)
+
+
+class Assigner:
+    """Keeps an in-memory FAISS index of centroids in step with the catalog's clusters."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.threshold = threshold_for(store.model.name, settings)
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._sums = np.zeros((0, store.model.dim), dtype=np.float64)
+        self._sizes = np.zeros(0, dtype=np.int64)
+        self._index: Any = None
+        self.reload()
+
+    def reload(self) -> None:
+        """Read centroids again (after a recluster or a user's correction)."""
+        ids, centroids, sizes = self.store.centroids()
+        self._ids = ids
+        self._sizes = sizes
+        self._sums = centroids.astype(np.float64) * sizes[:, None]
+        self._rebuild_index()
+
+    def _rebuild_index(self) -> None:
+        import faiss
+
+        index = faiss.IndexFlatIP(self.store.model.dim)
+        if len(self._ids):
+            index.add(_unit(self._sums))
+        self._index = index
+
+    def on_faces_added(self, con: duckdb.DuckDBPyConnection, face_ids: list[int],
+                       vectors: Matrix) -> None:
+        """Pipeline hook: assign these new faces inside the batch's transaction."""
+        rows = self.assign(face_ids, vectors)
+        self.store.set_assignments(con, rows)
+        for cluster_id in {c for _, c, _, _ in rows if c is not None}:
+            i = int(np.searchsorted(self._ids, cluster_id))
+            self.store.set_centroid(con, cluster_id, (self._sums[i] / self._sizes[i]),
+                                    int(self._sizes[i]))
+
+    def assign(self, face_ids: list[int], vectors: Matrix
+               ) -> list[tuple[int, int | None, float | None, str]]:
+        """(face_id, cluster_id or None, distance, reason) for each face; updates centroids."""
+        if len(self._ids) == 0:
+            return [(f, None, None, "no clusters yet; waits for recluster") for f in face_ids]
+        rejected = self.store.rejections(face_ids)
+        out = []
+        changed = False
+        k = min(CANDIDATES, len(self._ids))
+        for face_id, vec in zip(face_ids, np.asarray(vectors, dtype=np.float32), strict=True):
+            if changed:
+                self._rebuild_index()
+                changed = False
+            sims, idx = self._index.search(vec[None, :], k)
+            choice = None
+            for sim, i in zip(distance_from_ip(sims[0]), idx[0], strict=True):
+                if i < 0:
+                    continue
+                cluster_id = int(self._ids[i])
+                if (face_id, cluster_id) in rejected:
+                    continue
+                choice = (int(i), cluster_id, float(sim))
+                break
+            if choice is None:
+                out.append((face_id, None, None, "every near cluster was rejected for it"))
+                continue
+            i, cluster_id, dist = choice
+            if dist <= self.threshold:
+                self._sums[i] += vec
+                self._sizes[i] += 1
+                changed = True
+                out.append((face_id, cluster_id, dist,
+                            f"online: nearest centroid {dist:.3f} <= {self.threshold:.2f}"))
+            else:
+                out.append((face_id, None, dist,
+                            f"online: nearest centroid {dist:.3f} > {self.threshold:.2f} "
+                            f"(cluster {cluster_id}); waits for recluster"))
+        return out
+
+
+def _unit(sums: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,62 @@
+"""Decoding the files a real library contains (../shared/faces/broken)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.errors import UnreadableImage
+from indexer.imageio import bounded_copy, decode
+
+READABLE = ["png_named.jpg", "cmyk.jpg", "gray16.png", "palette.gif", "rgba.png",
+            "exif_rotated_face.jpg"]
+REFUSED = {
+    "zero_bytes.jpg": "empty file",
+    "truncated_half.jpg": "truncated",
+    "not_an_image.jpg": "not an image",
+    "bomb_40000x40000.png": "decompression bomb",
+}
+LIMITS = {"max_pixels": 120_000_000, "max_bytes": 1 << 29}
+
+
+@pytest.mark.parametrize("name", READABLE)
+def test_readable_files_decode_to_rgb(faces_dir: Path, name: str) -> None:
+    rgb = decode(faces_dir / "broken" / name, **LIMITS)
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+    assert rgb.std() > 10  # real picture content, not a blank conversion
+
+
+@pytest.mark.parametrize(("name", "reason"), sorted(REFUSED.items()))
+def test_bad_files_are_refused_with_a_reason(faces_dir: Path, name: str, reason: str) -> None:
+    with pytest.raises(UnreadableImage) as info:
+        decode(faces_dir / "broken" / name, **LIMITS)
+    assert reason in info.value.reason
+    assert name in str(info.value)
+
+
+def test_exif_orientation_is_honoured(faces_dir: Path) -> None:
+    from PIL import Image
+
+    path = faces_dir / "broken" / "exif_rotated_face.jpg"
+    stored = Image.open(path).size  # (w, h) as the pixels lie in the file
+    rgb = decode(path, **LIMITS)
+    assert (rgb.shape[1], rgb.shape[0]) == (stored[1], stored[0])  # Orientation=6 swaps axes
+
+
+def test_pixel_limit_is_a_setting(faces_dir: Path) -> None:
+    with pytest.raises(UnreadableImage, match="megapixels"):
+        decode(faces_dir / "broken" / "cmyk.jpg", max_pixels=1000, max_bytes=1 << 29)
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(UnreadableImage, match="no such file"):
+        decode(tmp_path / "nope.jpg", **LIMITS)
+
+
+def test_bounded_copy_scales_long_side() -> None:
+    rgb = np.zeros((3000, 1500, 3), dtype=np.uint8)
+    small, scale = bounded_copy(rgb, 1000)
+    assert small.shape[:2] == (1000, 500)
+    assert scale == pytest.approx(3.0)
+    same, one = bounded_copy(rgb[:500, :400], 1000)
+    assert same.shape[:2] == (500, 400) and one == 1.0
