@@ -18,13 +18,13 @@ from typing import Any
 import faiss
 import numpy as np
 import pytest
-from conftest import REPO, lfw_identities
 
 from indexer.errors import IndexBusy
 from indexer.settings import Settings
 from indexer.store import Counts, Store
 from indexer.types import ModelInfo
 from indexer.watch import GENERATION_KEY, WatchDaemon
+from tests.conftest import REPO, lfw_identities
 
 TIMEOUT = 120.0
 MODEL_INFO = ModelInfo(name="dlib", dim=128, weights="dlib_face_recognition_resnet_model_v1")
