@@ -104,6 +104,10 @@ def query(
             who = m.person or (f"cluster {m.cluster_id}" if m.cluster_id not in (None, -1)
                                else "unassigned")
             typer.echo(f"  {m.distance:.3f}  face {m.face_id:<6} {who:<20} {m.path}")
+            if m.assign_reason:
+                dist = "" if m.assign_distance is None else \
+                    f"; {m.assign_distance:.3f} from its centroid"
+                typer.echo(f"         {'':<11} ({m.assign_reason}{dist})")
 
 
 @app.command()
@@ -136,9 +140,10 @@ def status(
         typer.echo(f"failed:    {item['path']}: {item['reason']}")
 
 
-from cli import watch_cmd  # noqa: E402  (commands defined in their own modules)
+from cli import cluster_cmds, watch_cmd  # noqa: E402  (commands live in their own modules)
 
 watch_cmd.register(app)
+cluster_cmds.register(app)
 
 
 def main() -> None:

@@ -114,3 +114,13 @@ def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]
     holder = IngestLock.holder(settings.home)
     out["indexer_running"] = holder
     return out
+
+
+def open_for_corrections(settings: Settings) -> Store:
+    """A writer that holds the catalog only while it writes (a daemon may be running)."""
+    return Store.open(settings, keep_open=False)
+
+
+def people(settings: Settings) -> list[dict[str, Any]]:
+    with open_for_reading(settings) as store:
+        return [asdict(p) for p in store.people()]

@@ -55,6 +55,8 @@ class Match:
     distance: float
     cluster_id: int | None
     person: str | None
+    assign_distance: float | None = None
+    assign_reason: str | None = None
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Recluster the whole index: read a snapshot, cluster, keep identities stable, write back.
+
+The snapshot is read, the catalog released, the clustering computed, and the result written in
+one transaction, so a watch daemon beside it waits only for the read and the write. Names,
+pinned faces and rejections come from the store and are honoured by `reconcile`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .clustering import ClusterParams, cluster, reconcile
+from .settings import Settings
+from .store import ClusterRow, Store
+
+log = logging.getLogger(__name__)
+
+# ClusterParams' distances are measured on dlib's scale (0.6 = same person for pairs).
+# facenet's VGGFace2 weights put the same-person pair threshold at 1.04 (deepface's published
+# table for these weights, "Facenet512"), so its distances scale by 1.04 / 0.6.
+DISTANCE_SCALE = {"dlib": 1.0, "facenet": 1.04 / 0.6}
+_DISTANCE_FIELDS = ("split_distance", "attach_distance", "merge_distance",
+                    "cluster_selection_epsilon", "dbscan_eps", "cw_threshold",
+                    "agglomerative_threshold")
+MEDOID_EXACT_MAX = 2000
+"""Clusters up to this size get an exact medoid; larger ones the member nearest the centroid."""
+
+
+def default_params(model_name: str, **overrides: Any) -> ClusterParams:
+    """The measured defaults, on the distance scale of `model_name`."""
+    params = ClusterParams()
+    scale = DISTANCE_SCALE.get(model_name, 1.0)
+    if scale != 1.0:
+        scaled = {f: getattr(params, f) * scale for f in _DISTANCE_FIELDS
+                  if getattr(params, f) is not None}
+        params = replace(params, **scaled)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(params, **overrides) if overrides else params
+
+
+@dataclass(frozen=True)
+class ReclusterReport:
+    algorithm: str
+    params: dict[str, Any]
+    faces: int
+    clusters: int
+    outliers: int
+    kept: int
+    new: int
+    dissolved: int
+    named_kept: int
+    faces_moved: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recluster(store: Store, settings: Settings, algorithm: str | None = None,
+              params: ClusterParams | None = None) -> ReclusterReport:
+    """Cluster every face in the index and write stable cluster ids back."""
+    start = time.perf_counter()
+    algorithm = algorithm or "hdbscan"
+    params = params or default_params(store.model.name)
+    snap = store.cluster_snapshot()
+    store.release()  # let a watch daemon write while we compute
+    n = len(snap.face_ids)
+    log.info("reclustering %d faces with %s", n, algorithm)
+    result = cluster(snap.vectors, algorithm, params) if n else None
+    labels = result.labels if result is not None else np.zeros(0, dtype=np.int64)
+    row_of = {int(f): i for i, f in enumerate(snap.face_ids.tolist())}
+    pinned = {row_of[f]: c for f, c in snap.pins.items() if f in row_of}
+    rejected = {(row_of[f], c) for f, c in snap.rejected if f in row_of}
+    final, report = reconcile(labels, snap.previous, snap.named, pinned, rejected,
+                              snap.next_cluster_id)
+    rows, distances = _cluster_rows(snap.face_ids, snap.vectors, final)
+    store.apply_clustering(snap.face_ids, final, distances, f"recluster ({algorithm})", rows,
+                           keep=snap.named)
+    if result is not None:
+        _save_last_run(store, settings, algorithm, result.params, result.condensed_tree)
+    out = ReclusterReport(
+        algorithm=algorithm, params=result.params if result else {}, faces=n,
+        clusters=len(rows), outliers=int((final < 0).sum()), kept=len(report.kept),
+        new=len(report.new), dissolved=len(report.dissolved),
+        named_kept=len(snap.named), faces_moved=report.changed_faces,
+        seconds=round(time.perf_counter() - start, 3))
+    log.info("recluster: %d clusters (%d kept, %d new, %d dissolved), %d outliers, "
+             "%d faces moved", out.clusters, out.kept, out.new, out.dissolved, out.outliers,
+             out.faces_moved)
+    return out
+
+
+def _cluster_rows(face_ids: np.ndarray, vectors: np.ndarray, final: np.ndarray
+                  ) -> tuple[list[ClusterRow], np.ndarray]:
+    """Size, centroid and medoid per cluster, and each face's distance to its centroid."""
+    distances = np.full(len(face_ids), np.nan)
+    rows = []
+    order = np.argsort(final, kind="stable")
+    ids_sorted = final[order]
+    starts = np.searchsorted(ids_sorted, np.unique(ids_sorted[ids_sorted >= 0]))
+    bounds = list(starts) + [len(order)]
+    for i, begin in enumerate(starts):
+        members = order[begin:bounds[i + 1]]
+        cid = int(final[members[0]])
+        vecs = vectors[members]
+        centroid = vecs.mean(axis=0)
+        unit = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+        d = np.sqrt(np.clip(2.0 - 2.0 * vecs @ unit, 0.0, None))
+        distances[members] = d
+        if len(members) <= MEDOID_EXACT_MAX:
+            pair = np.sqrt(np.clip(2.0 - 2.0 * vecs @ vecs.T, 0.0, None))
+            medoid = members[int(np.argmin(pair.sum(axis=1)))]
+        else:
+            medoid = members[int(np.argmin(d))]
+        rows.append(ClusterRow(cluster_id=cid, size=len(members),
+                               centroid=centroid.astype(np.float32),
+                               medoid_face_id=int(face_ids[medoid])))
+    return rows, distances
+
+
+def _save_last_run(store: Store, settings: Settings, algorithm: str, params: dict[str, Any],
+                   condensed_tree: np.ndarray | None) -> None:
+    """Remember how the last recluster ran (export plots its condensed tree)."""
+    tree_path = settings.home / "condensed_tree.npy"
+    if condensed_tree is not None:
+        fd, tmp = tempfile.mkstemp(prefix=".tree.", suffix=".npy", dir=settings.home)
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, condensed_tree)
+        os.replace(tmp, tree_path)
+    else:
+        tree_path.unlink(missing_ok=True)
+    store.set_meta("last_recluster", json.dumps(
+        {"algorithm": algorithm, "params": params, "at": time.time(),
+         "condensed_tree": condensed_tree is not None}, default=str))
