@@ -183,15 +183,18 @@ class WatchDaemon:
         self.ready.set()
         log.info("watching %d folder(s); %d file(s) to index from the catch-up",
                  len(self.roots), len(self._pending))
+        busy = False
         while not self._stop.is_set():
-            self._ops.arrived.wait(self._wait_time())
+            if not busy:  # after a batch, look again at once: more may be ready
+                self._ops.arrived.wait(self._wait_time())
             if self._stop.is_set():
                 break
-            self._step()
+            busy = self._step()
         self._apply_ops(self._ops.drain())  # moves and deletions are quick: flush them
         self._save_faiss()
 
-    def _step(self) -> None:
+    def _step(self) -> bool:
+        """One turn of the loop; True when a batch of files was processed."""
         ops = self._drain_debounced()
         if ops:
             self.idle.clear()
@@ -208,6 +211,7 @@ class WatchDaemon:
             self.idle.set()
         self._maybe_recluster()
         self._update_lock()
+        return bool(ready)
 
     def _wait_time(self) -> float:
         if not self._pending:
@@ -354,20 +358,23 @@ class WatchDaemon:
         now = time.monotonic()
         settle = self.settings.watch_settle
         ready: list[Path] = []
-        for key in list(self._pending):
-            entry = self._pending[key]
+        vanished: list[str] = []
+        restarted: dict[str, _Pending] = {}
+        for key, entry in self._pending.items():  # oldest first; stops after one batch
             if now - entry.since < settle:
                 continue
             size, mtime = _stat(key)
             if size is None:
-                del self._pending[key]  # vanished; its deletion event handles the catalog
-                continue
-            if (size, mtime) != (entry.size, entry.mtime):
-                self._pending[key] = _Pending(size, mtime, now)  # still being written
-                continue
-            ready.append(Path(key))
-            if len(ready) >= max(1, self.settings.batch_size):
-                break
+                vanished.append(key)  # its deletion event handles the catalog
+            elif (size, mtime) != (entry.size, entry.mtime):
+                restarted[key] = _Pending(size, mtime, now)  # still being written
+            else:
+                ready.append(Path(key))
+                if len(ready) >= max(1, self.settings.batch_size):
+                    break
+        for key in vanished:
+            del self._pending[key]
+        self._pending.update(restarted)
         return ready
 
     def _process(self, ready: list[Path]) -> None:
