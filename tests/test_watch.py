@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from indexer.errors import IndexBusy
+from indexer.recluster import recluster
 from indexer.settings import Settings
 from indexer.store import Counts, Store
 from indexer.types import ModelInfo
@@ -316,22 +317,6 @@ def test_falls_back_to_polling_when_inotify_is_refused(quick: Settings, dlib_mod
     assert counts(settings).faces >= 1
 
 
-def _seed_clusters(store: Store, members: dict[int, list[int]]) -> None:
-    """Clusters as a recluster leaves them: members assigned, a normalised mean centroid.
-
-    (The store has no method to create clusters yet; the recluster brings one. Until then
-    this test seeds the table itself, in one transaction, and bumps the generation.)"""
-    with store.transaction() as con:
-        for cluster_id, face_ids in members.items():
-            _, vectors = store.embeddings(face_ids)
-            centroid = vectors.mean(axis=0)
-            centroid /= np.linalg.norm(centroid)
-            con.execute("INSERT INTO clusters (cluster_id, size, centroid) VALUES (?, ?, ?)",
-                        [cluster_id, len(face_ids), centroid.astype(np.float32).tobytes()])
-            store.set_assignments(con, [(f, cluster_id, None, "test seed") for f in face_ids])
-        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [GENERATION_KEY, "seeded"])
-
-
 def test_known_faces_join_their_cluster_online_and_strangers_wait(
         quick: Settings, dlib_model: Any, people: dict[str, list[Path]], faces_dir: Path,
         tmp_path: Path) -> None:
@@ -350,9 +335,10 @@ def test_known_faces_join_their_cluster_online_and_strangers_wait(
         largest: dict[str, int] = {}  # the main face of each photo (LFW borders hold others)
         for face in sorted(store.faces(), key=lambda f: (f.bbox[2] - f.bbox[0])):
             largest[Path(face.path).name] = face.face_id
-        _seed_clusters(store, {1: [largest[p.name] for p in a[:5]],
-                               2: [largest[p.name] for p in b[:5]]})
-        size_before = dict(zip(*store.centroids()[::2], strict=True))[1]
+        recluster(store, quick)  # from another "shell": the daemon must notice
+        (known_cluster,) = {f.cluster_id for f in store.faces([largest[p.name] for p in a[:5]])}
+        assert known_cluster is not None
+        size_before = dict(zip(*store.centroids()[::2], strict=True))[known_cluster]
 
         shutil.copy2(a[5], folder)
         shutil.copy2(stranger[0], folder)
@@ -362,11 +348,13 @@ def test_known_faces_join_their_cluster_online_and_strangers_wait(
         faces = {Path(f.path).name: f for f in sorted(
             store.faces(), key=lambda f: (f.bbox[2] - f.bbox[0]))}
         known, other = faces[a[5].name], faces[stranger[0].name]
-        assert known.cluster_id == 1, f"{known_a} not recognised: {known.assign_reason}"
+        assert known.cluster_id == known_cluster, \
+            f"{known_a} not recognised: {known.assign_reason}"
         assert known.assign_distance is not None and known.assign_distance <= 0.5
         assert known.assign_reason.startswith("online: nearest centroid")
         assert other.cluster_id is None, f"a stranger joined {other.cluster_id}"
         assert other.assign_distance is not None and other.assign_distance > 0.5
         assert "waits for recluster" in other.assign_reason
         ids, _, sizes = store.centroids()
-        assert dict(zip(ids.tolist(), sizes.tolist(), strict=True))[1] == size_before + 1
+        assert dict(zip(ids.tolist(), sizes.tolist(), strict=True))[known_cluster] == \
+            size_before + 1
