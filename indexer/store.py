@@ -581,9 +581,7 @@ class Store:
         path = self.settings.faiss_path
         fd, tmp = tempfile.mkstemp(prefix=".faces.", suffix=".faiss.tmp", dir=path.parent)
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # like any file we write, not mkstemp's 0600
+        os.chmod(tmp, 0o644)  # like the catalog beside it, not mkstemp's 0600
         try:
             faiss.write_index(self._faiss, tmp)
             with open(tmp, "rb") as fh:
