@@ -135,7 +135,18 @@ def status(
     typer.echo(f"clusters:  {info['clusters']}  people: {info['people']}")
     running = info["indexer_running"]
     if running is not None:
-        typer.echo(f"indexing:  {running.get('purpose', 'faceidx')} (pid {running.get('pid')})")
+        import datetime
+
+        since = running.get("since")
+        when = datetime.datetime.fromtimestamp(since).isoformat(" ", "seconds") if since else "?"
+        line = f"running:   {running.get('purpose', 'faceidx')} (pid {running.get('pid')}) " \
+               f"since {when}"
+        if "queued" in running:
+            line += f", {running['queued']} files queued, {running.get('mode', '?')}, " \
+                    f"{running.get('state', '?')}"
+        typer.echo(line)
+    else:
+        typer.echo("running:   no daemon on this home")
     for item in info.get("failures", []):
         typer.echo(f"failed:    {item['path']}: {item['reason']}")
 
