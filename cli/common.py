@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -83,9 +84,16 @@ def handle_errors(func: F) -> F:
 
 
 class BarProgress:
-    """A rich progress bar on stderr implementing indexer.pipeline.Progress."""
+    """Progress on stderr implementing indexer.pipeline.Progress: a rich bar on a terminal,
+    otherwise a plain line every 10% (and at most every 30 s) for logs."""
 
     def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._total = 0
+        self._done = 0
+        self._last_line = 0.0
+        self._last_step = -1
+        self._description = ""
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=err_console(),
@@ -102,7 +110,18 @@ class BarProgress:
 
     def start(self, total: int, description: str) -> None:
         self._task = self._progress.add_task(description, total=total)
+        self._total, self._done, self._description = total, 0, description
+        self._last_line = time.monotonic()
 
     def advance(self, n: int = 1) -> None:
         if self._task is not None:
             self._progress.advance(self._task, n)
+        if self._tty or not self._total:
+            return
+        self._done += n
+        step = self._done * 10 // self._total
+        now = time.monotonic()
+        if step != self._last_step or now - self._last_line > 30:
+            self._last_step, self._last_line = step, now
+            typer.echo(f"faceidx: {self._description}: {self._done}/{self._total} files",
+                       err=True)
