@@ -21,12 +21,14 @@ from .types import Matrix
 log = logging.getLogger(__name__)
 
 # Distance from a face to its identity's centroid, on L2-normalised vectors.
-# dlib: measured on ../shared/faces LFW (scripts/measure_assign_threshold.py): see README.
+# dlib: measured on ../shared/faces LFW with scripts/measure_assign_threshold.py (306
+# identities with >= 4 faces, each face held out in turn): at 0.30, 95% of known faces join
+# the right person, 0.1% a wrong one, the rest wait for the recluster, and 1% of strangers
+# (whose identity has no cluster) are wrongly assigned; at 0.34 that last figure is already 9%.
 # facenet (VGGFace2 weights 20180402-114759): the published same-person threshold for these
-# weights is 1.04 on L2-normalised pairs (deepface's table for "Facenet512", converted from the
-# same davidsandberg checkpoint); a face lies nearer its identity's centroid than to a single
-# photo of it, by the ratio measured for dlib (0.50 / 0.60), hence 1.04 * 0.5 / 0.6 ~= 0.87.
-DEFAULT_THRESHOLDS = {"dlib": 0.50, "facenet": 0.87}
+# weights is 1.04 on L2-normalised pairs against dlib's 0.6 (deepface's table for "Facenet512",
+# converted from the same davidsandberg checkpoint); on that scale, 0.30 * 1.04 / 0.6 = 0.52.
+DEFAULT_THRESHOLDS = {"dlib": 0.30, "facenet": 0.52}
 CANDIDATES = 8
 """How many nearest centroids are considered, so a rejected cluster can be passed over."""
 

@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 import pytest
 
+from indexer.assign import threshold_for
 from indexer.errors import IndexBusy
 from indexer.recluster import recluster
 from indexer.settings import Settings
@@ -323,8 +324,7 @@ def test_known_faces_join_their_cluster_online_and_strangers_wait(
     folder = tmp_path / "watched"
     folder.mkdir()
     (known_a, a), (_, b) = list(people.items())[:2]
-    # A clear stranger: with dlib's default threshold, a look-alike can join (see the note in
-    # the watch report about Alvaro_Uribe and Adrien_Brody's centroid).
+    # A stranger: an identity that has no cluster.
     stranger = lfw_identities(faces_dir, min_images=8, count=7)["Angelina_Jolie"]
     for photo in a[:5] + b[:5]:
         shutil.copy2(photo, folder)
@@ -336,6 +336,7 @@ def test_known_faces_join_their_cluster_online_and_strangers_wait(
         for face in sorted(store.faces(), key=lambda f: (f.bbox[2] - f.bbox[0])):
             largest[Path(face.path).name] = face.face_id
         recluster(store, quick)  # from another "shell": the daemon must notice
+        threshold = threshold_for("dlib", quick)
         (known_cluster,) = {f.cluster_id for f in store.faces([largest[p.name] for p in a[:5]])}
         assert known_cluster is not None
         size_before = dict(zip(*store.centroids()[::2], strict=True))[known_cluster]
@@ -350,10 +351,10 @@ def test_known_faces_join_their_cluster_online_and_strangers_wait(
         known, other = faces[a[5].name], faces[stranger[0].name]
         assert known.cluster_id == known_cluster, \
             f"{known_a} not recognised: {known.assign_reason}"
-        assert known.assign_distance is not None and known.assign_distance <= 0.5
+        assert known.assign_distance is not None and known.assign_distance <= threshold
         assert known.assign_reason.startswith("online: nearest centroid")
         assert other.cluster_id is None, f"a stranger joined {other.cluster_id}"
-        assert other.assign_distance is not None and other.assign_distance > 0.5
+        assert other.assign_distance is not None and other.assign_distance > threshold
         assert "waits for recluster" in other.assign_reason
         ids, _, sizes = store.centroids()
         assert dict(zip(ids.tolist(), sizes.tolist(), strict=True))[known_cluster] == \
