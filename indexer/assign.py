@@ -14,21 +14,20 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from .models import distance_scale
 from .settings import Settings
 from .store import Store, distance_from_ip
 from .types import Matrix
 
 log = logging.getLogger(__name__)
 
-# Distance from a face to its identity's centroid, on L2-normalised vectors.
-# dlib: measured on ../shared/faces LFW with scripts/measure_assign_threshold.py (306
-# identities with >= 4 faces, each face held out in turn): at 0.30, 95% of known faces join
-# the right person, 0.1% a wrong one, the rest wait for the recluster, and 1% of strangers
-# (whose identity has no cluster) are wrongly assigned; at 0.34 that last figure is already 9%.
-# facenet (VGGFace2 weights 20180402-114759): the published same-person threshold for these
-# weights is 1.04 on L2-normalised pairs against dlib's 0.6 (deepface's table for "Facenet512",
-# converted from the same davidsandberg checkpoint); on that scale, 0.30 * 1.04 / 0.6 = 0.52.
-DEFAULT_THRESHOLDS = {"dlib": 0.30, "facenet": 0.52}
+# Distance from a face to its identity's centroid, on L2-normalised vectors, for dlib:
+# measured on ../shared/faces LFW with scripts/measure_assign_threshold.py (306 identities with
+# >= 4 faces, each face held out in turn): at 0.30, 95% of known faces join the right person,
+# 0.1% a wrong one, the rest wait for the recluster, and 1% of strangers (whose identity has no
+# cluster) are wrongly assigned; at 0.34 that last figure is already 9%. Other models scale it
+# by their published same-person distance (indexer.models.SAME_PERSON_DISTANCE): facenet 0.74.
+DLIB_THRESHOLD = 0.30
 CANDIDATES = 8
 """How many nearest centroids are considered, so a rejected cluster can be passed over."""
 
@@ -36,7 +35,7 @@ CANDIDATES = 8
 def threshold_for(model_name: str, settings: Settings) -> float:
     if settings.assign_threshold is not None:
         return settings.assign_threshold
-    return DEFAULT_THRESHOLDS.get(model_name, 0.5)
+    return round(DLIB_THRESHOLD * distance_scale(model_name), 2)
 
 
 class Assigner:

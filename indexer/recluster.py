@@ -18,15 +18,12 @@ from typing import Any
 import numpy as np
 
 from .clustering import ClusterParams, cluster, reconcile
+from .models import distance_scale
 from .settings import Settings
 from .store import ClusterRow, Store
 
 log = logging.getLogger(__name__)
 
-# ClusterParams' distances are measured on dlib's scale (0.6 = same person for pairs).
-# facenet's VGGFace2 weights put the same-person pair threshold at 1.04 (deepface's published
-# table for these weights, "Facenet512"), so its distances scale by 1.04 / 0.6.
-DISTANCE_SCALE = {"dlib": 1.0, "facenet": 1.04 / 0.6}
 _DISTANCE_FIELDS = ("split_distance", "attach_distance", "merge_distance",
                     "cluster_selection_epsilon", "dbscan_eps", "cw_threshold",
                     "agglomerative_threshold")
@@ -37,7 +34,7 @@ MEDOID_EXACT_MAX = 2000
 def default_params(model_name: str, **overrides: Any) -> ClusterParams:
     """The measured defaults, on the distance scale of `model_name`."""
     params = ClusterParams()
-    scale = DISTANCE_SCALE.get(model_name, 1.0)
+    scale = distance_scale(model_name)  # ClusterParams' distances are set on dlib's scale
     if scale != 1.0:
         scaled = {f: getattr(params, f) * scale for f in _DISTANCE_FIELDS
                   if getattr(params, f) is not None}
