@@ -30,7 +30,8 @@ class ClusterInfo:
     @property
     def label(self) -> str:
         """How plots and grids name the cluster: its id, and the person's name if any."""
-        return f"{self.cluster_id} · {self.name}" if self.name else f"cluster {self.cluster_id}"
+        return f"cluster {self.cluster_id} · {self.name}" if self.name \
+            else f"cluster {self.cluster_id}"
 
 
 @dataclass(frozen=True)

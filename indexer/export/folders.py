@@ -57,8 +57,7 @@ def groups(data: ExportData, cells: int) -> list[Group]:
         if len(rows) > cells:
             note = f"showing {cells} of {len(rows)}: the medoid (red frame), then the " \
                    f"{cells - 1} faces nearest the centroid; numbers: face ids"
-        who = f"cluster {c.cluster_id} · {c.name}" if c.name else f"cluster {c.cluster_id}"
-        out.append(Group(c.cluster_id, c.folder, f"{who} · {len(rows)} faces", shown,
+        out.append(Group(c.cluster_id, c.folder, f"{c.label} · {len(rows)} faces", shown,
                          len(rows), note))
     rows = np.flatnonzero(data.labels == OUTLIER)
     if len(rows):
