@@ -218,3 +218,14 @@ def test_no_index_is_a_one_line_error(cli, tmp_path: Path) -> None:
     result = cli("export", str(tmp_path / "out"), ok=False)
     assert result.exit_code != 0 and "no index" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_eval_metrics_appear_after_an_eval_run(built: dict, cli, tmp_path: Path) -> None:
+    home = tmp_path / "evalhome"  # a copy: eval reclusters, the module's index stays as it is
+    shutil.copytree(built["home"], home)
+    cli("eval", str(built["library"] / "celebs"), "--algorithm", "hdbscan", "--home", str(home))
+    cli("export", str(tmp_path / "out"), "--home", str(home))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    hdbscan = metrics["eval"]["hdbscan"]
+    assert hdbscan["n_identities"] == 5 and 0.8 < hdbscan["bcubed_f1"] <= 1.0
+    assert 0 < hdbscan["nmi"] <= 1
