@@ -93,10 +93,16 @@ def estimate_k(knn: KnnGraph, threshold: float) -> int:
     return int(len(np.unique(components(n, rows, cols))))
 
 
-def kmeans(x: Embeddings, k: int, iterations: int, seed: int) -> Labels:
-    """Spherical-free plain k-means (faiss); clusters of one face become -1."""
+def kmeans(x: Embeddings, k: int, iterations: int, seed: int, sklearn_max: int = 50_000) -> Labels:
+    """k-means: sklearn's (k-means++ seeding, which matters with thousands of small clusters)
+    up to `sklearn_max` faces, faiss's above; clusters of one face become -1."""
     n, dim = x.shape
     k = max(1, min(k, n))
+    if n <= sklearn_max:
+        from sklearn.cluster import KMeans
+
+        model = KMeans(k, n_init=1, max_iter=iterations, random_state=seed)
+        return compact(model.fit_predict(x).astype(np.int64))
     km = faiss.Kmeans(dim, k, niter=iterations, seed=seed, max_points_per_centroid=n)
     km.train(x)
     _, assign = km.index.search(x, 1)

@@ -32,7 +32,8 @@ def _check(embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
 
 
 def _knn(x: NDArray[np.float32], params: ClusterParams, k: int) -> KnnGraph:
-    return build_knn(x, k, KnnConfig(exact_max_faces=params.exact_max_faces), seed=params.seed)
+    config = KnnConfig(exact_max_faces=params.knn_exact_max_faces)
+    return build_knn(x, k, config, seed=params.seed)
 
 
 def _hdbscan(x: NDArray[np.float32], params: ClusterParams) -> ClusterResult:
@@ -44,7 +45,7 @@ def _hdbscan(x: NDArray[np.float32], params: ClusterParams) -> ClusterResult:
         cluster_selection_epsilon=params.cluster_selection_epsilon,
         knn_k=params.knn_k,
         exact_max_faces=params.exact_max_faces,
-        knn=KnnConfig(exact_max_faces=params.exact_max_faces),
+        knn=KnnConfig(exact_max_faces=params.knn_exact_max_faces),
     )
     ms = effective_min_samples(n, params.min_cluster_size, params.min_samples)
     knn = _knn(x, params, max(params.knn_k, ms + 1)) if n > 1 else None
@@ -103,7 +104,8 @@ def cluster(
         elif algorithm == "kmeans":
             k = params.kmeans_k
             if k is None:
-                k = algorithms.estimate_k(_knn(x, params, params.knn_k), params.cw_threshold)
+                knn = _knn(x, params, params.knn_k)
+                k = algorithms.estimate_k(knn, params.kmeans_estimate_distance)
             labels = algorithms.kmeans(x, k, params.kmeans_iterations, params.seed)
         else:
             labels = algorithms.agglomerative(

@@ -9,6 +9,7 @@ then fed to exactly the steps the library runs in `hdbscan_._tree_to_labels`: si
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,10 +29,10 @@ CondensedTree = NDArray[np.void]  # structured: parent, child, lambda_val, child
 class HdbscanConfig:
     """HDBSCAN settings, named as in `hdbscan.HDBSCAN`, plus how the graph is built.
 
-    `knn_k` neighbours per point seed the spanning tree (more: fewer dense searches, more
-    memory). Up to `exact_max_faces` the tree is the exact one; above it, components with no
-    kNN edge out are joined approximately (and the kNN search itself turns approximate above
-    `knn.exact_max_faces`).
+    `knn_k` neighbours per point seed the spanning tree. Up to `exact_max_faces` the tree is
+    the exact one (dense searches complete it, costing O(N) each); above it, components with
+    no kNN edge out are joined approximately. The kNN search itself turns approximate (IVF)
+    above `knn.exact_max_faces`.
     """
 
     min_cluster_size: int = 2
@@ -40,7 +41,7 @@ class HdbscanConfig:
     cluster_selection_epsilon: float = 0.0
     allow_single_cluster: bool = False
     knn_k: int = 24
-    exact_max_faces: int = 200_000
+    exact_max_faces: int = 20_000
     knn: KnnConfig = KnnConfig()
 
 
@@ -89,11 +90,14 @@ def fast_hdbscan(
         )
     min_samples = effective_min_samples(n, config.min_cluster_size, config.min_samples)
     k = max(config.knn_k, min_samples + 1)
+    t0 = time.perf_counter()
     if knn is None or knn.k < min(n - 1, min_samples):
         knn = build_knn(x, k, config.knn)
+    t1 = time.perf_counter()
     core = core_distances(knn, min_samples)
     dense = n <= config.exact_max_faces
     mst = mutual_reachability_mst(x, knn, core, dense_completion=dense)
+    t2 = time.perf_counter()
     mst = mst[np.argsort(mst[:, 2], kind="stable")]
     slt = single_linkage_from_mst(mst)
     tree = condense_tree(slt, config.min_cluster_size)
@@ -105,6 +109,13 @@ def fast_hdbscan(
         config.allow_single_cluster,
         False,
         float(config.cluster_selection_epsilon),
+    )
+    logger.info(
+        "fast_hdbscan: %d points, kNN %.1fs, spanning tree %.1fs, tree to labels %.1fs",
+        n,
+        t1 - t0,
+        t2 - t1,
+        time.perf_counter() - t2,
     )
     return HdbscanOutput(
         labels=np.asarray(labels, dtype=np.int64),

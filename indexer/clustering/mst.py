@@ -144,6 +144,9 @@ def mutual_reachability_mst(
         upper = np.full(n_comp, np.inf)
         np.minimum.at(upper, comp, val)
         need = ~exact & (lower < upper[comp])
+        logger.debug(
+            "round %d: %d components, %d points need a dense search", rounds, n_comp, need.sum()
+        )
         if need.any():
             if dense_completion:
                 q = np.nonzero(need)[0]

@@ -2,7 +2,10 @@
 
 HDBSCAN's clusters follow density, so a chain of look-alikes can hold two people, and a face
 in a sparse neighbourhood is left as noise even when it is close to a known person. Each step
-uses one distance on the embedding's own scale (dlib: 0.6 is the same-person threshold).
+uses one distance on the embedding's scale (see ClusterParams). Order: split faces far from
+their cluster's medoid (undoes chaining and pairs of look-alike strangers), merge clusters
+with very close centroids (one person split by HDBSCAN's density), then let outliers join
+the cluster of a very close clustered neighbour (HDBSCAN leaves many true members as noise).
 """
 
 from __future__ import annotations
