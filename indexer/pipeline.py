@@ -20,11 +20,12 @@ import duckdb
 import numpy as np
 
 from .errors import FaceidxError, UnreadableImage
-from .imageio import RawFile, decode_raw, is_image_path, read_raw
+from .imageio import RawFile, is_image_path, read_raw
 from .models import FaceModel
 from .settings import Settings
 from .store import Store
-from .types import FaceResult, ImageRecord, IndexSummary
+from .types import ImageRecord, IndexSummary
+from .workers import Analysis, WorkerPool, decode_safely, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,14 @@ class Indexer:
         self.on_faces_added = on_faces_added
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers),
                                         thread_name_prefix="faceidx-read")
+        name = model.info.name
+        workers = settings.workers if settings.workers is not None else default_workers(name)
+        self._workers = WorkerPool(name, settings, workers) if workers > 1 else None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._workers is not None:
+            self._workers.close()
 
     def __enter__(self) -> Indexer:
         return self
@@ -185,14 +191,19 @@ class Indexer:
         except UnreadableImage as exc:
             return exc
 
-    def _decode_one(self, raw: RawFile) -> np.ndarray | UnreadableImage:
-        try:
-            return decode_raw(raw, max_pixels=self.settings.max_image_pixels)
-        except UnreadableImage as exc:
-            return exc
-        except Exception as exc:  # one strange file must never stop a run
-            log.debug("unexpected error decoding %s", raw.path, exc_info=True)
-            return UnreadableImage(raw.path, f"cannot decode image ({type(exc).__name__}: {exc})")
+    def _analyze(self, raws: list[RawFile]) -> list[Analysis]:
+        """Decode, detect and embed: in the worker processes, or here with threads decoding."""
+        if not raws:
+            return []
+        if self._workers is not None:
+            results = self._workers.analyze(raws)
+            if results is not None:
+                return results
+        decoded = list(self._pool.map(lambda raw: decode_safely(raw, self.settings), raws))
+        images = [d for d in decoded if not isinstance(d, UnreadableImage)]
+        found = iter(self.model.analyze(images) if images else [])
+        return [(d, None) if isinstance(d, UnreadableImage)
+                else (next(found), (int(d.shape[1]), int(d.shape[0]))) for d in decoded]
 
     def _process_chunk(self, chunk: list[Path], raws: list[RawFile | UnreadableImage | None],
                        summary: IndexSummary, known: dict[str, ImageRecord] | None) -> None:
@@ -219,15 +230,7 @@ class Indexer:
                 copies.append((raw, sources[0]))
             else:
                 to_embed.append(raw)
-        decoded = list(self._pool.map(self._decode_one, to_embed))
-        images = [d for d in decoded if not isinstance(d, UnreadableImage)]
-        found = iter(self.model.analyze(images) if images else [])
-        results: list[tuple[RawFile, list[FaceResult] | UnreadableImage, np.ndarray | None]] = []
-        for raw, dec in zip(to_embed, decoded, strict=True):
-            if isinstance(dec, UnreadableImage):
-                results.append((raw, dec, None))
-            else:
-                results.append((raw, next(found), dec))
+        results = list(zip(to_embed, self._analyze(to_embed), strict=True))
         failed_reads = [(p, r) for p, r in zip(chunk, raws, strict=True)
                         if isinstance(r, UnreadableImage)]
 
@@ -247,15 +250,15 @@ class Indexer:
                 ids = store.copy_faces(con, source.image_id, image_id)
                 summary.copied += 1
                 summary.faces_added += len(ids)
-            for raw, outcome, rgb in results:
+            for raw, (outcome, size) in results:
                 if isinstance(outcome, UnreadableImage):
                     self._record_failure(con, raw.path, raw.size, raw.mtime, raw.content_hash,
                                          outcome, summary)
                     continue
                 existed = at_path.get(str(raw.path)) is not None
-                assert rgb is not None
-                image_id = self._replace_image(con, raw, status="ok", width=rgb.shape[1],
-                                               height=rgb.shape[0])
+                assert size is not None
+                image_id = self._replace_image(con, raw, status="ok", width=size[0],
+                                               height=size[1])
                 ids = store.add_faces(con, image_id, outcome)
                 new_ids.extend(ids)
                 new_vectors.extend(f.embedding for f in outcome)

@@ -47,6 +47,8 @@ class Settings:
     batch_size: int = 16
     """Images decoded, embedded and committed together."""
     decode_workers: int = 2
+    workers: int | None = None
+    """Processes that detect and embed; None: one per core for dlib, one for facenet."""
     lock_timeout: float = 60.0
     """Seconds a command waits for another process to release the catalog before giving up."""
     assign_threshold: float | None = None
