@@ -43,8 +43,6 @@ def export(
     options = ExportOptions(link=LinkMode(link.value), crops=crops, force=force)
     with BarProgress() as bar:
         report = export_index(settings, out.expanduser().absolute(), options, bar)
-    for warning in report.warnings:
-        typer.echo(f"faceidx: warning: {warning}", err=True)
     if json_out:
         echo_json(asdict(report))
         return

@@ -86,6 +86,7 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
         warnings.append(f"the index has never been reclustered (no clusters): all "
                         f"{len(data.faces)} faces are exported as outliers; run "
                         "`faceidx recluster` and export again")
+        log.warning(warnings[-1])
     grid_groups = groups(data, options.grid_cells)
     planned = {g.folder for g in grid_groups} | set(outdir.FIXED) - {"crops", "outliers"}
     planned -= {"condensed_tree.png"} if data.condensed_tree is None else set()
@@ -93,6 +94,7 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
     planned |= {"outliers"} if data.outliers else set()
     outdir.prepare(out, planned, force=options.force)
 
+    log.info("export: read %d faces in %.1f s", len(data.faces), time.perf_counter() - start)
     csvs.write_faces(data, out)
     csvs.write_clusters(data, out)
     csvs.write_people(data, out)
@@ -101,8 +103,10 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
         plot_max_points=options.plot_max_points, tsne_max_points=options.tsne_max_points,
         size_bars=options.size_bars, tree_max_clusters=options.tree_max_clusters,
         seed=options.seed, progress=progress)
+    log.info("export: CSVs and plots done at %.1f s", time.perf_counter() - start)
     metrics.write(metrics.build(data, silhouette_max=options.silhouette_max, seed=options.seed,
                                 plotted=plotted), out)
+    log.info("export: metrics done at %.1f s", time.perf_counter() - start)
     thumb_ids = {data.faces[r].face_id for g in grid_groups for r in g.rows.tolist()}
     with images.render(data.faces, thumb_ids, out / "crops" if options.crops else None,
                        settings, options.thumb_size, progress) as thumbs:
@@ -113,9 +117,11 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
     if counts["missing_photos"]:
         warnings.append(f"{counts['missing_photos']} photos are gone from disk and were not "
                         "linked; run `faceidx index` on their folders to bring the index in line")
+        log.warning(warnings[-1])
     if unreadable:
         warnings.append(f"{unreadable} photos could not be read; their faces show as grey "
                         "cells in the grids")
+        log.warning(warnings[-1])
     files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != outdir.MANIFEST)
     return ExportReport(
         out=str(out), faces=len(data.faces), images_with_faces=data.images_with_faces,

@@ -29,6 +29,7 @@ FIGURES = {  # file name -> (width, height) in pixels
 }
 OTHER_GREY = (0.55, 0.55, 0.55, 0.6)
 OUTLIER_GREY = (0.78, 0.78, 0.78, 0.6)
+NO_CLUSTER_GREY = (0.3, 0.3, 0.3, 0.9)
 
 
 def _pyplot() -> Any:
@@ -59,6 +60,7 @@ class Palette:
     label: dict[int, str]
     others: int  # clusters sharing the grey
     other_faces: int
+    outlier: tuple[float, float, float, float] = OUTLIER_GREY
 
     @classmethod
     def of(cls, data: ExportData, top: int) -> Palette:
@@ -68,12 +70,14 @@ class Palette:
             colour[c.cluster_id] = colours[i % len(colours)]
             label[c.cluster_id] = f"{c.label} ({c.size})"
         rest = data.clusters[top:]
-        return cls(colour, label, len(rest), sum(c.size for c in rest))
+        # With no clusters at all, faint outliers would be all there is: draw them darker.
+        outlier = OUTLIER_GREY if data.clusters else NO_CLUSTER_GREY
+        return cls(colour, label, len(rest), sum(c.size for c in rest), outlier)
 
     def colours_for(self, labels: np.ndarray) -> np.ndarray:
         out = np.empty((len(labels), 4))
         for i, lab in enumerate(labels.tolist()):
-            out[i] = self.colour.get(lab, OUTLIER_GREY if lab == OUTLIER else OTHER_GREY)
+            out[i] = self.colour.get(lab, self.outlier if lab == OUTLIER else OTHER_GREY)
         return out
 
     def legend_handles(self, outliers: int, marker: str = "o") -> list[Any]:
@@ -88,7 +92,7 @@ class Palette:
             handles.append(handle(OTHER_GREY, f"{self.others} other clusters "
                                   f"({self.other_faces} faces)"))
         if outliers:
-            handles.append(handle(OUTLIER_GREY, f"outliers: no cluster ({outliers})"))
+            handles.append(handle(self.outlier, f"outliers: no cluster ({outliers})"))
         return handles
 
 
@@ -122,8 +126,12 @@ def _empty(plt: Any, fig: Any, path: Path, title: str, why: str) -> None:
     _save(plt, fig, path)
 
 
-def _sampled_note(shown: int, total: int) -> str:
-    return "" if shown == total else f" ({shown} of {total} faces, sampled with a fixed seed)"
+def _sampled_note(data: ExportData, shown: int) -> str:
+    total = len(data.faces)
+    note = "" if shown == total else f" ({shown} of {total} faces, sampled with a fixed seed)"
+    if not data.clusters:
+        note += "\nno clusters yet: every face is an outlier (run `faceidx recluster`)"
+    return note
 
 
 def plot_pca(data: ExportData, palette: Palette, path: Path, *, cap: int, seed: int) -> int:
@@ -148,7 +156,7 @@ def plot_pca(data: ExportData, palette: Palette, path: Path, *, cap: int, seed: 
     for i, axis in enumerate("xyz"):
         getattr(ax, f"set_{axis}label")(
             f"PC{i + 1} ({100 * pca.explained_variance_ratio_[i]:.1f}% of variance)")
-    fig.suptitle(title + _sampled_note(len(rows), n), fontsize=14)
+    fig.suptitle(title + _sampled_note(data, len(rows)), fontsize=14)
     fig.legend(handles=palette.legend_handles(data.outliers), loc="center left",
                bbox_to_anchor=(0.68, 0.5), title="cluster (faces)", fontsize=10, frameon=False)
     _save(plt, fig, path)
@@ -184,7 +192,7 @@ def plot_tsne(data: ExportData, palette: Palette, path: Path, *, cap: int, seed:
                linewidths=0)
     ax.set_xlabel("t-SNE dimension 1 (distances between groups are not meaningful)")
     ax.set_ylabel("t-SNE dimension 2")
-    fig.suptitle(title + _sampled_note(len(rows), n), fontsize=14)
+    fig.suptitle(title + _sampled_note(data, len(rows)), fontsize=14)
     fig.legend(handles=palette.legend_handles(data.outliers), loc="center left",
                bbox_to_anchor=(0.68, 0.5), title="cluster (faces)", fontsize=10, frameon=False)
     _save(plt, fig, path)
