@@ -46,10 +46,10 @@ class ClusterParams:
     exact_max_faces: int = 20_000
     knn_exact_max_faces: int = 200_000  # exhaustive kNN search up to this, FAISS IVF above
     # --- DBSCAN ---
-    dbscan_eps: float = 0.31
+    dbscan_eps: float = 0.32
     dbscan_min_samples: int = 2  # counting the point itself, as sklearn
     # --- Chinese whispers (dlib's face clustering) ---
-    cw_threshold: float = 0.31
+    cw_threshold: float = 0.32
     cw_iterations: int = 20
     # --- k-means ---
     # None: connected components of the graph below 0.34 (LFW: 2730 for 2943 people)
