@@ -123,5 +123,5 @@ class BarProgress:
         now = time.monotonic()
         if step != self._last_step or now - self._last_line > 30:
             self._last_step, self._last_line = step, now
-            typer.echo(f"faceidx: {self._description}: {self._done}/{self._total} files",
+            typer.echo(f"faceidx: {self._description}: {self._done}/{self._total}",
                        err=True)
