@@ -20,12 +20,11 @@ import duckdb
 import numpy as np
 
 from .errors import FaceidxError, UnreadableImage
-from .imageio import RawFile, is_image_path, read_raw
+from .imageio import RawFile, decode_raw, is_image_path, read_raw
 from .models import FaceModel
 from .settings import Settings
 from .store import Store
-from .types import ImageRecord, IndexSummary
-from .workers import Analysis, WorkerPool, decode_safely, default_workers
+from .types import FaceResult, ImageRecord, IndexSummary
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,9 @@ class _NoProgress:
     def advance(self, n: int = 1) -> None:
         pass
 
+
+Analysis = tuple[list[FaceResult] | UnreadableImage, tuple[int, int] | None]
+"""The faces of one file (or why it could not be read) and its upright (width, height)."""
 
 FacesAdded = Callable[[duckdb.DuckDBPyConnection, list[int], np.ndarray], None]
 """Called inside the batch's transaction with new face ids and their vectors (assignment)."""
@@ -106,14 +108,9 @@ class Indexer:
         self.on_faces_added = on_faces_added
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers),
                                         thread_name_prefix="faceidx-read")
-        name = model.info.name
-        workers = settings.workers if settings.workers is not None else default_workers(name)
-        self._workers = WorkerPool(name, settings, workers) if workers > 1 else None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        if self._workers is not None:
-            self._workers.close()
 
     def __enter__(self) -> Indexer:
         return self
@@ -192,18 +189,24 @@ class Indexer:
             return exc
 
     def _analyze(self, raws: list[RawFile]) -> list[Analysis]:
-        """Decode, detect and embed: in the worker processes, or here with threads decoding."""
+        """Decode (on threads), then detect and embed every photo of the batch at once."""
         if not raws:
             return []
-        if self._workers is not None:
-            results = self._workers.analyze(raws)
-            if results is not None:
-                return results
-        decoded = list(self._pool.map(lambda raw: decode_safely(raw, self.settings), raws))
+        decoded = list(self._pool.map(self._decode_one, raws))
         images = [d for d in decoded if not isinstance(d, UnreadableImage)]
         found = iter(self.model.analyze(images) if images else [])
         return [(d, None) if isinstance(d, UnreadableImage)
                 else (next(found), (int(d.shape[1]), int(d.shape[0]))) for d in decoded]
+
+    def _decode_one(self, raw: RawFile) -> np.ndarray | UnreadableImage:
+        """The upright RGB pixels of a file, or why it cannot be used (never an exception)."""
+        try:
+            return decode_raw(raw, max_pixels=self.settings.max_image_pixels)
+        except UnreadableImage as exc:
+            return exc
+        except Exception as exc:  # one strange file must never stop a run
+            log.debug("unexpected error decoding %s", raw.path, exc_info=True)
+            return UnreadableImage(raw.path, f"cannot decode image ({type(exc).__name__}: {exc})")
 
     def _process_chunk(self, chunk: list[Path], raws: list[RawFile | UnreadableImage | None],
                        summary: IndexSummary, known: dict[str, ImageRecord] | None) -> None:

@@ -40,7 +40,7 @@ def model_for_index(settings: Settings, requested: str | None) -> FaceModel:
         name = existing.name
     else:
         name = requested or settings.default_model
-    model = create_model(name, settings)
+    model = create_model(name, settings, parallel=True)
     model.load()
     return model
 

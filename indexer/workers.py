@@ -1,8 +1,8 @@
-"""Detection and embedding in worker processes, so ingest uses every core.
+"""A face model spread over worker processes, so ingest uses every core.
 
-dlib's descriptor runs on one core and holds the GIL, so threads do not help; each worker
-process loads its own copy of the model once and then decodes, detects and embeds the files it
-is sent (only a file's bytes cross the process boundary, never decoded pixels).
+dlib's descriptor runs on one core and holds the GIL, so threads do not help. `ParallelModel`
+is a FaceModel like any other: each worker process loads its own copy of the model once, and
+`analyze` sends it one decoded photo at a time, in order.
 """
 
 from __future__ import annotations
@@ -19,39 +19,14 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 import numpy.typing as npt
 
-from .errors import UnreadableImage
-from .imageio import RawFile, decode_raw
 from .models import FaceModel, create_model
 from .settings import Settings
-from .types import FaceResult
+from .types import FaceResult, ModelInfo
 
 log = logging.getLogger(__name__)
 
-Analysis = tuple[list[FaceResult] | UnreadableImage, tuple[int, int] | None]
-"""The faces of one file (or why it could not be read) and its upright (width, height)."""
-
 # The model of *this worker process*: set once by the pool's initializer, never in the parent.
 _worker_model: FaceModel | None = None
-_worker_settings: Settings | None = None
-
-
-def decode_safely(raw: RawFile, settings: Settings) -> npt.NDArray[np.uint8] | UnreadableImage:
-    """The upright RGB pixels of a file, or why it cannot be used (never an exception)."""
-    try:
-        return decode_raw(raw, max_pixels=settings.max_image_pixels)
-    except UnreadableImage as exc:
-        return exc
-    except Exception as exc:  # one strange file must never stop a run
-        log.debug("unexpected error decoding %s", raw.path, exc_info=True)
-        return UnreadableImage(raw.path, f"cannot decode image ({type(exc).__name__}: {exc})")
-
-
-def analyze_file(model: FaceModel, settings: Settings, raw: RawFile) -> Analysis:
-    """Decode one file and find its faces; a file that cannot be decoded is an answer too."""
-    rgb = decode_safely(raw, settings)
-    if isinstance(rgb, UnreadableImage):
-        return rgb, None
-    return model.analyze([rgb])[0], (int(rgb.shape[1]), int(rgb.shape[0]))
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -63,35 +38,44 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _init_worker(model_name: str, settings: Settings) -> None:
-    global _worker_model, _worker_settings
+    global _worker_model
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
                      name="faceidx-parent-watch").start()
-    _worker_settings = settings
     _worker_model = create_model(model_name, settings)
     _worker_model.load()
 
 
-def _analyze_in_worker(raw: RawFile) -> Analysis:
-    assert _worker_model is not None and _worker_settings is not None
-    return analyze_file(_worker_model, _worker_settings, raw)
+def _analyze_in_worker(rgb: npt.NDArray[np.uint8]) -> list[FaceResult]:
+    assert _worker_model is not None
+    return _worker_model.analyze([rgb])[0]
 
 
 def default_workers(model_name: str) -> int:
     """dlib: one process per core (up to 8); facenet: one (torch uses every core itself)."""
     if model_name != "dlib":
         return 1
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else (os.cpu_count() or 1)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
 
 
-class WorkerPool:
-    """A pool of processes, each with its own model, analysing files in order."""
+class ParallelModel:
+    """`workers` processes, each with its own copy of the named model."""
 
     def __init__(self, model_name: str, settings: Settings, workers: int) -> None:
+        self._local = create_model(model_name, settings)
         self._args = (model_name, settings)
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._local.info
+
+    def load(self) -> None:
+        """Load (and so check) the weights here; workers load theirs when first needed."""
+        self._local.load()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -101,14 +85,15 @@ class WorkerPool:
                 initializer=_init_worker, initargs=self._args)
         return self._pool
 
-    def analyze(self, raws: list[RawFile]) -> list[Analysis] | None:
-        """Results in the order of `raws`, or None when a worker died (the caller falls back)."""
+    def analyze(self, images: list[npt.NDArray[np.uint8]]) -> list[list[FaceResult]]:
+        if len(images) < 2:
+            return self._local.analyze(images)
         try:
-            return list(self._executor().map(_analyze_in_worker, raws))
+            return list(self._executor().map(_analyze_in_worker, images))
         except BrokenProcessPool:
             log.warning("a model worker process died; analysing this batch in the main process")
             self.close()
-            return None
+            return self._local.analyze(images)
 
     def close(self) -> None:
         if self._pool is not None:

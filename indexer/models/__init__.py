@@ -23,8 +23,18 @@ def distance_scale(model_name: str) -> float:
         SAME_PERSON_DISTANCE["dlib"]
 
 
-def create_model(name: str, settings: Settings) -> FaceModel:
-    """Build (but do not load) the named model; `load()` fetches weights on first use."""
+def create_model(name: str, settings: Settings, *, parallel: bool = False) -> FaceModel:
+    """Build (but do not load) the named model; `load()` fetches weights on first use.
+
+    With parallel=True the model is spread over `settings.workers` processes (default: one per
+    core for dlib, one for facenet), for indexing many photos.
+    """
+    if parallel:
+        from ..workers import ParallelModel, default_workers
+
+        workers = settings.workers if settings.workers is not None else default_workers(name)
+        if workers > 1:
+            return ParallelModel(name, settings, workers)
     if name == "dlib":
         from .dlib_model import DlibModel
 
