@@ -65,11 +65,19 @@ def main() -> None:
             faces_bare += len(model.analyze([rgb])[0])
         bare = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        with Store.open(settings, model.info) as store, \
-                Indexer(store, model, settings) as indexer:
-            summary = indexer.index([library])
-        pipeline = time.perf_counter() - t0
+        def run_index(home: str, face_model: object) -> tuple[float, int]:
+            run_settings = replace(settings, home=work / home)
+            t = time.perf_counter()
+            with Store.open(run_settings, model.info) as store, \
+                    Indexer(store, face_model, run_settings) as indexer:  # type: ignore[arg-type]
+                result = indexer.index([library])
+            return time.perf_counter() - t, result.faces_added
+
+        pipeline, faces_pipeline = run_index("home-1", model)  # one process, like the bare loop
+        parallel_model = create_model(args.model, settings, parallel=True)
+        parallel_model.load()
+        parallel, faces_parallel = run_index("home-n", parallel_model)
+        workers = getattr(parallel_model, "workers", 1)
 
         naive_settings = replace(settings, detect_max_side=10**6)
         naive_model = create_model(args.model, naive_settings)
@@ -83,12 +91,15 @@ def main() -> None:
         naive = time.perf_counter() - t0
 
         n = len(files)
-        print(f"faceidx index : {n / pipeline:6.2f} images/s ({summary.faces_added} faces, "
+        print(f"faceidx index, {workers} workers: {n / parallel:6.2f} images/s "
+              f"({faces_parallel} faces, {parallel:.1f} s)")
+        print(f"faceidx index, 1 process: {n / pipeline:6.2f} images/s ({faces_pipeline} faces, "
               f"{pipeline:.1f} s)")
-        print(f"bare loop     : {n / bare:6.2f} images/s ({faces_bare} faces, {bare:.1f} s)")
-        print(f"naive loop    : {n / naive:6.2f} images/s ({faces_naive} faces, {naive:.1f} s)")
-        print(f"pipeline overhead (index time / bare time): {pipeline / bare:.2f}")
-        print(f"speed-up over the naive loop (naive time / index time): {naive / pipeline:.2f}")
+        print(f"bare loop: {n / bare:6.2f} images/s ({faces_bare} faces, {bare:.1f} s)")
+        print(f"naive loop: {n / naive:6.2f} images/s ({faces_naive} faces, {naive:.1f} s)")
+        print(f"pipeline overhead, 1 process (index time / bare time): {pipeline / bare:.2f}")
+        print(f"speed-up of {workers} workers over 1 process: {pipeline / parallel:.2f}")
+        print(f"speed-up over the naive loop (naive time / index time): {naive / parallel:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
