@@ -19,9 +19,6 @@ class UnreadableImage(FaceidxError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
-    def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # crosses process boundaries
-        return (UnreadableImage, (self.path, self.reason))
-
 
 class ModelUnavailable(FaceidxError):
     """A face model whose weights cannot be found or loaded."""

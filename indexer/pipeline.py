@@ -283,10 +283,7 @@ class Indexer:
 
     def _replace_image(self, con: duckdb.DuckDBPyConnection, raw: RawFile, *, status: str,
                        width: int | None = None, height: int | None = None) -> int:
-        """Upsert the image row for raw.path, dropping faces it had from older content."""
-        rec = self.store.images_at_con(con, [str(raw.path)]).get(str(raw.path))
-        if rec is not None:
-            self.store.clear_faces(con, rec.image_id)
+        """Upsert the image row for raw.path (the store drops faces of older content)."""
         return self.store.upsert_image(con, path=str(raw.path), size=raw.size, mtime=raw.mtime,
                                        content_hash=raw.content_hash, status=status,
                                        width=width, height=height)
@@ -295,9 +292,6 @@ class Indexer:
                         mtime: float, content_hash: str | None, err: UnreadableImage,
                         summary: IndexSummary) -> None:
         log.warning("skipping %s: %s", path, err.reason)
-        rec = self.store.images_at_con(con, [str(path)]).get(str(path))
-        if rec is not None:
-            self.store.clear_faces(con, rec.image_id)
         self.store.upsert_image(con, path=str(path), size=size, mtime=mtime,
                                 content_hash=content_hash, status="failed", error=err.reason)
         summary.failed += 1

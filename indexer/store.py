@@ -308,10 +308,12 @@ class Store:
                      mtime: float, content_hash: str | None, status: str,
                      error: str | None = None, width: int | None = None,
                      height: int | None = None) -> int:
-        """Insert or update the row for `path`; returns its image_id."""
+        """Insert the row for `path`, or replace it (dropping the faces of its older content);
+        returns its image_id."""
         row = con.execute("SELECT image_id FROM images WHERE path = ?", [path]).fetchone()
         if row is not None:
             image_id = int(row[0])
+            self.clear_faces(con, image_id)
             con.execute(
                 "UPDATE images SET size = ?, mtime = ?, content_hash = ?, status = ?, error = ?, "
                 "width = ?, height = ?, indexed_at = now() WHERE image_id = ?",
@@ -561,8 +563,6 @@ class Store:
             self._pending_remove.clear()
             self.faiss_index()
             return
-        import faiss
-
         if self._pending_remove:
             self._faiss.remove_ids(np.asarray(self._pending_remove, dtype=np.int64))
             self._pending_remove.clear()
@@ -570,7 +570,6 @@ class Store:
             self._faiss.add_with_ids(vectors, ids)
         self._pending_add.clear()
         self._faiss_dirty = True
-        del faiss
 
     def save_faiss(self) -> None:
         """Write the FAISS index atomically (temporary file, fsync, rename)."""
@@ -847,13 +846,6 @@ class Store:
         vectors = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32)
         centroid = vectors.reshape(len(rows), -1).mean(axis=0).astype(np.float32)
         self.set_centroid(con, cluster_id, centroid, len(rows))
-
-    def require_cluster(self, cluster_id: int) -> None:
-        with self._read() as con:
-            row = con.execute("SELECT 1 FROM clusters WHERE cluster_id = ?",
-                              [cluster_id]).fetchone()
-        if row is None:
-            raise NotFound(f"no cluster {cluster_id} in {self.settings.home}")
 
 
 def _model_from_meta(con: duckdb.DuckDBPyConnection) -> ModelInfo | None:
