@@ -1,0 +1,25 @@
+"""The one owner of persistent state: a DuckDB catalog (the truth) and a FAISS file (a cache).
+
+Every SQL statement and every FAISS call in faceidx lives in this package. The catalog holds every
+embedding; the FAISS index is derived from it, written atomically, and rebuilt whenever it is
+missing, unreadable or out of step with the catalog. `Store` is one object; its methods are
+grouped by concern in the modules beside this one.
+"""
+
+from __future__ import annotations
+
+from ..migrations import SCHEMA_VERSION
+from .base import StoreBase
+from .faces import FacesMixin
+from .images import ImagesMixin
+from .people import PeopleMixin
+from .rows import ClusterRow, ClusterSnapshot, Counts, PersonRow, StoredFace, distance_from_ip
+from .vectors import VectorsMixin
+
+
+class Store(PeopleMixin, FacesMixin, VectorsMixin, ImagesMixin, StoreBase):
+    """DuckDB catalog plus FAISS cache of one index home."""
+
+
+__all__ = ["SCHEMA_VERSION", "ClusterRow", "ClusterSnapshot", "Counts", "PersonRow", "Store",
+           "StoredFace", "distance_from_ip"]

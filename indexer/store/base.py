@@ -1,0 +1,211 @@
+"""The store's foundation: opening the catalog, connections, transactions and meta.
+
+DuckDB lets one process write a file at a time. A Store opens its connection lazily and
+`release()` closes it, so a long-running writer (the watch daemon) holds the file only while it
+works; other processes wait up to `settings.lock_timeout` for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+import duckdb
+import numpy as np
+
+from ..errors import IndexBusy, IndexNotFound, ModelMismatch
+from ..migrations import apply_migrations
+from ..settings import Settings
+from ..types import ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+class StoreBase:
+    """Connection, transactions, meta and the recorded model of one index home."""
+
+    def __init__(self, settings: Settings, *, read_only: bool = False,
+                 keep_open: bool = True) -> None:
+        self.settings = settings
+        self.read_only = read_only
+        self.keep_open = keep_open
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._faiss: Any = None
+        self._faiss_dirty = False
+        self._pending_add: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_remove: list[int] = []
+        self._model: ModelInfo | None = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, settings: Settings, model: ModelInfo | None = None, *,
+             read_only: bool = False, keep_open: bool = True) -> Self:
+        """Open the index in settings.home; create it (with `model`) when writing and absent.
+
+        With `model` given, an index made by another model raises ModelMismatch. With
+        keep_open=False the catalog file is opened for each unit of work and closed after it,
+        so other processes can use it in between (the watch daemon does this).
+        """
+        if not settings.catalog_path.exists():
+            if read_only or model is None:
+                raise IndexNotFound(
+                    f"no index at {settings.home}; run `faceidx index PATH` first "
+                    "(or point --home / FACEIDX_HOME at an existing index)"
+                )
+            settings.home.mkdir(parents=True, exist_ok=True)
+        store = cls(settings, read_only=read_only, keep_open=keep_open)
+        try:
+            if not read_only:
+                with store.transaction() as con:
+                    apply_migrations(con)
+                    store._check_or_record_model(con, model)
+            store._model = store._read_model()
+            if model is not None and store._model is not None:
+                _ensure_same_model(settings.home, store._model, model)
+        except BaseException:
+            store.close(save=False)
+            raise
+        return store
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self._con is not None:
+            return self._con
+        deadline = time.monotonic() + self.settings.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                self._con = duckdb.connect(str(self.settings.catalog_path),
+                                           read_only=self.read_only)
+                return self._con
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    if "lock" in str(exc).lower():
+                        raise IndexBusy(
+                            f"{self.settings.catalog_path}: another faceidx process kept the "
+                            f"catalog busy for {self.settings.lock_timeout:.0f} s; try again"
+                        ) from exc
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def release(self) -> None:
+        """Close the DuckDB connection so other processes can open the catalog."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def close(self, *, save: bool = True) -> None:
+        if save and not self.read_only:
+            self.save_faiss()
+        self.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(save=exc[0] is None)
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One atomic unit of work; FAISS follows only when the catalog commits."""
+        if self._faiss is None and not self.read_only and self._model is not None:
+            self.faiss_index()  # load (or repair) before changing, so changes apply in memory
+        con = self._connect()
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self._pending_add.clear()
+            self._pending_remove.clear()
+            self._done_with_connection()
+            raise
+        self._apply_pending_faiss()
+        self._done_with_connection()
+
+    @contextmanager
+    def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        nested = self._con is not None
+        try:
+            yield self._connect()
+        finally:
+            if not nested:
+                self._done_with_connection()
+
+    def _done_with_connection(self) -> None:
+        if not self.keep_open:
+            self.release()
+
+    # ------------------------------------------------------------------ model and meta
+    def _check_or_record_model(self, con: duckdb.DuckDBPyConnection,
+                               model: ModelInfo | None) -> None:
+        stored = _model_from_meta(con)
+        if stored is None and model is not None:
+            for key, value in (("model_name", model.name), ("model_dim", str(model.dim)),
+                               ("model_weights", model.weights)):
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def _read_model(self) -> ModelInfo | None:
+        with self._read() as con:
+            return _model_from_meta(con)
+
+    @property
+    def recorded_model(self) -> ModelInfo | None:
+        """The model recorded in the index, or None for an index not yet given one."""
+        return self._model
+
+    @property
+    def model(self) -> ModelInfo:
+        if self._model is None:
+            raise IndexNotFound(f"the index at {self.settings.home} has no model recorded yet")
+        return self._model
+
+    def schema_version(self) -> int:
+        with self._read() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def get_meta(self, key: str) -> str | None:
+        with self._read() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def _next_id(self, con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+        row = con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchone()
+        return int(row[0]) if row else 1
+
+    def _bump_generation(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Tell other processes (the watch daemon) that clusters changed."""
+        row = con.execute("SELECT value FROM meta WHERE key = 'clusters_generation'").fetchone()
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('clusters_generation', ?)",
+                    [str(int(row[0]) + 1 if row else 1)])
+
+    # -- people and corrections
+
+def _model_from_meta(con: duckdb.DuckDBPyConnection) -> ModelInfo | None:
+    rows = dict(con.execute(
+        "SELECT key, value FROM meta WHERE key IN ('model_name', 'model_dim', 'model_weights')"
+    ).fetchall())
+    if "model_name" not in rows:
+        return None
+    return ModelInfo(name=str(rows["model_name"]), dim=int(rows["model_dim"]),
+                     weights=str(rows["model_weights"]))
+
+
+def _ensure_same_model(home: Path, stored: ModelInfo, wanted: ModelInfo) -> None:
+    if stored != wanted:
+        raise ModelMismatch(
+            f"the index at {home} was made by model {stored.name} ({stored.dim}-d, weights "
+            f"{stored.weights}), not {wanted.name} ({wanted.dim}-d, weights {wanted.weights}); "
+            f"use --model {stored.name}, or another --home for a new index"
+        )
+

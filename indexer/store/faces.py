@@ -1,0 +1,139 @@
+"""Face rows: adding, copying, deleting, reading, and similarity search."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from ..types import FaceResult, Match, Matrix
+from .rows import Counts, StoredFace, distance_from_ip
+
+log = logging.getLogger(__name__)
+
+
+class FacesMixin:
+    def _delete_faces(self, con: duckdb.DuckDBPyConnection, face_ids: list[int]) -> None:
+        if not face_ids:
+            return
+        affected = [int(r[0]) for r in con.execute(
+            "SELECT DISTINCT cluster_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
+            "AND cluster_id IS NOT NULL", [face_ids]).fetchall()]
+        for table in ("face_pins", "face_rejections"):
+            con.execute(f"DELETE FROM {table} WHERE face_id IN (SELECT unnest(?))", [face_ids])
+        con.execute("DELETE FROM faces WHERE face_id IN (SELECT unnest(?))", [face_ids])
+        if affected:
+            con.execute(
+                "UPDATE clusters SET size = (SELECT count(*) FROM faces f "
+                "WHERE f.cluster_id = clusters.cluster_id) "
+                "WHERE cluster_id IN (SELECT unnest(?))", [affected])
+        self._pending_remove.extend(face_ids)
+
+    def add_faces(self, con: duckdb.DuckDBPyConnection, image_id: int,
+                  faces: Sequence[FaceResult]) -> list[int]:
+        """Store faces of one image; returns their new face ids."""
+        if not faces:
+            return []
+        first = self._next_id(con, "faces", "face_id")
+        ids = list(range(first, first + len(faces)))
+        con.executemany(
+            "INSERT INTO faces (face_id, image_id, x1, y1, x2, y2, landmarks, det_score, "
+            "embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [[fid, image_id, *f.bbox, list(f.landmarks), f.score,
+              np.asarray(f.embedding, dtype=np.float32).tobytes()]
+             for fid, f in zip(ids, faces, strict=True)])
+        vectors = np.stack([np.asarray(f.embedding, dtype=np.float32) for f in faces])
+        self._pending_add.append((np.asarray(ids, dtype=np.int64), vectors))
+        return ids
+
+    def copy_faces(self, con: duckdb.DuckDBPyConnection, source_image_id: int,
+                   target_image_id: int) -> list[int]:
+        """Give a byte-identical copy of an image the same faces, without re-embedding."""
+        rows = con.execute(
+            "SELECT x1, y1, x2, y2, landmarks, det_score, embedding FROM faces "
+            "WHERE image_id = ? ORDER BY face_id", [source_image_id]).fetchall()
+        faces = [FaceResult(bbox=(r[0], r[1], r[2], r[3]), landmarks=tuple(r[4] or ()),
+                            score=float(r[5]), embedding=np.frombuffer(r[6], dtype=np.float32))
+                 for r in rows]
+        return self.add_faces(con, target_image_id, faces)
+
+    # ------------------------------------------------------------------ faces
+    def counts(self) -> Counts:
+        with self._read() as con:
+            row = con.execute(
+                "SELECT (SELECT count(*) FROM images), "
+                "(SELECT count(*) FROM images WHERE status = 'ok'), "
+                "(SELECT count(*) FROM images WHERE status = 'failed'), "
+                "(SELECT count(*) FROM faces), "
+                "(SELECT count(*) FROM clusters WHERE size > 0), "
+                "(SELECT count(*) FROM people), "
+                "(SELECT count(*) FROM faces WHERE cluster_id IS NULL OR cluster_id < 0)"
+            ).fetchone()
+        assert row is not None
+        return Counts(*(int(v) for v in row))
+
+    def face_ids_of_image(self, image_id: int) -> list[int]:
+        with self._read() as con:
+            return [int(r[0]) for r in con.execute(
+                "SELECT face_id FROM faces WHERE image_id = ? ORDER BY face_id",
+                [image_id]).fetchall()]
+
+    def faces(self, face_ids: Sequence[int] | None = None) -> list[StoredFace]:
+        """Face rows (all, or the given ids) joined with their image path, by face id."""
+        sql = ("SELECT f.face_id, f.image_id, i.path, f.x1, f.y1, f.x2, f.y2, f.landmarks, "
+               "f.det_score, f.cluster_id, f.assign_distance, f.assign_reason "
+               "FROM faces f JOIN images i USING (image_id)")
+        params: list[Any] = []
+        if face_ids is not None:
+            sql += " WHERE f.face_id IN (SELECT unnest(?))"
+            params.append([int(i) for i in face_ids])
+        with self._read() as con:
+            rows = con.execute(sql + " ORDER BY f.face_id", params).fetchall()
+        return [StoredFace(face_id=int(r[0]), image_id=int(r[1]), path=str(r[2]),
+                           bbox=(r[3], r[4], r[5], r[6]), landmarks=tuple(r[7] or ()),
+                           score=float(r[8]), cluster_id=None if r[9] is None else int(r[9]),
+                           assign_distance=r[10], assign_reason=r[11]) for r in rows]
+
+    def embeddings(self, face_ids: Sequence[int] | None = None) -> tuple[np.ndarray, Matrix]:
+        """Face ids (sorted) and their embeddings as one float32 matrix."""
+        sql = "SELECT face_id, embedding FROM faces"
+        params: list[Any] = []
+        if face_ids is not None:
+            sql += " WHERE face_id IN (SELECT unnest(?))"
+            params.append([int(i) for i in face_ids])
+        with self._read() as con:
+            result = con.execute(sql + " ORDER BY face_id", params).fetchnumpy()
+        ids = np.asarray(result["face_id"], dtype=np.int64)
+        dim = self.model.dim
+        if len(ids) == 0:
+            return ids, np.zeros((0, dim), dtype=np.float32)
+        vectors = np.frombuffer(b"".join(result["embedding"]), dtype=np.float32)
+        return ids, vectors.reshape(len(ids), dim).copy()
+
+    def search(self, vectors: Matrix, k: int) -> list[list[Match]]:
+        """For each query vector, the k nearest indexed faces (Euclidean distance)."""
+        index = self.faiss_index()
+        if index.ntotal == 0 or len(vectors) == 0:
+            return [[] for _ in range(len(vectors))]
+        sims, ids = index.search(np.asarray(vectors, dtype=np.float32), min(k, index.ntotal))
+        wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
+        rows = {f.face_id: f for f in self.faces(wanted)}
+        names = self.cluster_names()
+        out = []
+        for sim_row, id_row in zip(sims, ids, strict=True):
+            matches = []
+            for sim, fid in zip(distance_from_ip(sim_row), id_row, strict=True):
+                face = rows.get(int(fid))
+                if face is None:
+                    continue
+                matches.append(Match(face_id=face.face_id, path=face.path, bbox=face.bbox,
+                                     distance=float(sim), cluster_id=face.cluster_id,
+                                     person=names.get(face.cluster_id),
+                                     assign_distance=face.assign_distance,
+                                     assign_reason=face.assign_reason))
+            out.append(matches)
+        return out
+

@@ -1,0 +1,243 @@
+"""Clusters, people and the user's corrections."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from ..errors import FaceidxError, NotFound
+from .rows import ClusterRow, ClusterSnapshot, PersonRow
+
+log = logging.getLogger(__name__)
+
+
+class PeopleMixin:
+    # ------------------------------------------------------------------ clusters and people
+    def cluster_names(self) -> dict[int | None, str]:
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT cluster_id, name FROM people WHERE cluster_id IS NOT NULL").fetchall()
+        return {int(c): str(n) for c, n in rows}
+
+    def centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cluster ids, their centroids (mean member vectors) and sizes, for assignment."""
+        with self._read() as con:
+            result = con.execute(
+                "SELECT cluster_id, centroid, size FROM clusters "
+                "WHERE size > 0 AND centroid IS NOT NULL ORDER BY cluster_id").fetchnumpy()
+        ids = np.asarray(result["cluster_id"], dtype=np.int64)
+        dim = self.model.dim
+        if len(ids) == 0:
+            return ids, np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        vectors = np.frombuffer(b"".join(result["centroid"]), dtype=np.float32)
+        return ids, vectors.reshape(len(ids), dim).copy(), np.asarray(result["size"], np.int64)
+
+    def rejections(self, face_ids: Sequence[int] | None = None) -> set[tuple[int, int]]:
+        """(face_id, cluster_id) pairs a user said are not the same person."""
+        sql = "SELECT face_id, cluster_id FROM face_rejections"
+        params: list[Any] = []
+        if face_ids is not None:
+            sql += " WHERE face_id IN (SELECT unnest(?))"
+            params.append([int(i) for i in face_ids])
+        with self._read() as con:
+            return {(int(f), int(c)) for f, c in con.execute(sql, params).fetchall()}
+
+    def set_assignments(self, con: duckdb.DuckDBPyConnection,
+                        rows: Sequence[tuple[int, int | None, float | None, str]]) -> None:
+        """Record (face_id, cluster_id or None, distance, reason) for faces."""
+        if rows:
+            con.executemany(
+                "UPDATE faces SET cluster_id = ?, assign_distance = ?, assign_reason = ? "
+                "WHERE face_id = ?", [[c, d, r, f] for f, c, d, r in rows])
+
+    def set_centroid(self, con: duckdb.DuckDBPyConnection, cluster_id: int,
+                     centroid: np.ndarray, size: int) -> None:
+        con.execute(
+            "UPDATE clusters SET centroid = ?, size = ?, updated_at = now() WHERE cluster_id = ?",
+            [np.asarray(centroid, dtype=np.float32).tobytes(), int(size), int(cluster_id)])
+
+    # -- reclustering: a snapshot in, final ids out
+    def cluster_snapshot(self) -> ClusterSnapshot:
+        """Everything a recluster reads, in one consistent read."""
+        ids, vectors = self.embeddings()
+        with self._read() as con:
+            prev = con.execute("SELECT face_id, coalesce(cluster_id, -1) AS cluster_id "
+                               "FROM faces ORDER BY face_id").fetchnumpy()
+            named = {int(r[0]) for r in con.execute(
+                "SELECT cluster_id FROM people WHERE cluster_id IS NOT NULL").fetchall()}
+            pins = {int(f): int(c) for f, c in con.execute(
+                "SELECT face_id, cluster_id FROM face_pins").fetchall()}
+            rejected = {(int(f), int(c)) for f, c in con.execute(
+                "SELECT face_id, cluster_id FROM face_rejections").fetchall()}
+            row = con.execute("SELECT coalesce(max(cluster_id), 0) + 1 FROM clusters").fetchone()
+        previous = np.asarray(prev["cluster_id"], dtype=np.int64)
+        assert np.array_equal(np.asarray(prev["face_id"], dtype=np.int64), ids)
+        return ClusterSnapshot(face_ids=ids, vectors=vectors, previous=previous, named=named,
+                               pins=pins, rejected=rejected,
+                               next_cluster_id=int(row[0]) if row else 1)
+
+    def apply_clustering(self, face_ids: np.ndarray, cluster_ids: np.ndarray,
+                         distances: np.ndarray, reason: str,
+                         clusters: Sequence[ClusterRow], keep: set[int]) -> None:
+        """Write a recluster's result in one transaction.
+
+        Faces not in `face_ids` (added meanwhile) keep their assignment if their cluster still
+        exists. Cluster rows not in `clusters` are dropped unless in `keep` (named ones).
+        """
+        assigned = np.where(cluster_ids >= 0, cluster_ids, -1).astype(np.int64)
+        with self.transaction() as con:
+            con.execute(
+                "UPDATE faces SET cluster_id = CASE WHEN m.c < 0 THEN NULL ELSE m.c END, "
+                "assign_distance = CASE WHEN m.c < 0 THEN NULL ELSE m.d END, "
+                "assign_reason = ? "
+                "FROM (SELECT unnest(?) AS f, unnest(?) AS c, unnest(?) AS d) m "
+                "WHERE faces.face_id = m.f",
+                [reason, face_ids.astype(np.int64).tolist(), assigned.tolist(),
+                 np.asarray(distances, dtype=np.float64).tolist()])
+            live = [c.cluster_id for c in clusters]
+            con.execute("DELETE FROM clusters WHERE cluster_id NOT IN (SELECT unnest(?)) "
+                        "AND cluster_id NOT IN (SELECT unnest(?))", [live, sorted(keep)])
+            con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT unnest(?))", [live])
+            if clusters:
+                con.executemany(
+                    "INSERT INTO clusters (cluster_id, size, centroid, medoid_face_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    [[c.cluster_id, c.size, np.asarray(c.centroid, np.float32).tobytes(),
+                      c.medoid_face_id] for c in clusters])
+            con.execute(
+                "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
+                "assign_reason = 'its cluster was dissolved by a recluster' "
+                "WHERE cluster_id IS NOT NULL AND cluster_id NOT IN "
+                "(SELECT cluster_id FROM clusters)")
+            con.execute(
+                "UPDATE clusters SET size = (SELECT count(*) FROM faces f "
+                "WHERE f.cluster_id = clusters.cluster_id)")
+            self._bump_generation(con)
+
+    def people(self) -> list[PersonRow]:
+        """Every cluster with its size, name (if any) and representative face."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, i.path "
+                "FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
+                "LEFT JOIN faces f ON f.face_id = c.medoid_face_id "
+                "LEFT JOIN images i ON i.image_id = f.image_id "
+                "WHERE c.size > 0 OR p.name IS NOT NULL "
+                "ORDER BY (p.name IS NULL), c.size DESC, c.cluster_id").fetchall()
+        return [PersonRow(cluster_id=int(r[0]), name=r[1], size=int(r[2]),
+                          medoid_face_id=None if r[3] is None else int(r[3]), medoid_path=r[4])
+                for r in rows]
+
+    def cluster_id_for(self, ref: str) -> int:
+        """A cluster named by its id or by a person's name."""
+        with self._read() as con:
+            if ref.lstrip("-").isdigit():
+                row = con.execute("SELECT cluster_id FROM clusters WHERE cluster_id = ?",
+                                  [int(ref)]).fetchone()
+            else:
+                row = con.execute("SELECT cluster_id FROM people WHERE name = ?",
+                                  [ref]).fetchone()
+        if row is None or row[0] is None:
+            raise NotFound(f"no cluster or person {ref!r} in {self.settings.home}; "
+                           "see `faceidx people`")
+        return int(row[0])
+
+    def require_face(self, face_id: int) -> None:
+        with self._read() as con:
+            if con.execute("SELECT 1 FROM faces WHERE face_id = ?", [face_id]).fetchone() is None:
+                raise NotFound(f"no face {face_id} in {self.settings.home}")
+
+    def name_cluster(self, cluster_id: int, name: str) -> None:
+        with self.transaction() as con:
+            other = con.execute("SELECT cluster_id FROM people WHERE name = ?", [name]).fetchone()
+            if other is not None and other[0] != cluster_id:
+                raise FaceidxError(f"{name!r} already names cluster {other[0]}; "
+                                   f"use `faceidx merge {other[0]} {cluster_id}` to join them")
+            row = con.execute("SELECT person_id FROM people WHERE cluster_id = ?",
+                              [cluster_id]).fetchone()
+            if row is not None:
+                con.execute("UPDATE people SET name = ? WHERE person_id = ?", [name, row[0]])
+            else:
+                pid = self._next_id(con, "people", "person_id")
+                con.execute("INSERT INTO people (person_id, name, cluster_id) VALUES (?, ?, ?)",
+                            [pid, name, cluster_id])
+            # A named cluster's members are the user's: pin them so reclusters keep them.
+            con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
+                        "SELECT face_id, cluster_id FROM faces WHERE cluster_id = ?",
+                        [cluster_id])
+            self._bump_generation(con)
+
+    def merge_clusters(self, into: int, other: int) -> str | None:
+        """Move every face of `other` into `into`; returns a name that was dropped, if any."""
+        with self.transaction() as con:
+            names = dict(con.execute("SELECT cluster_id, name FROM people "
+                                     "WHERE cluster_id IN (?, ?)", [into, other]).fetchall())
+            dropped = None
+            if other in names:
+                if into in names:
+                    dropped = str(names[other])
+                    con.execute("DELETE FROM people WHERE cluster_id = ?", [other])
+                else:
+                    con.execute("UPDATE people SET cluster_id = ? WHERE cluster_id = ?",
+                                [into, other])
+            con.execute("UPDATE faces SET cluster_id = ?, assign_reason = ? "
+                        "WHERE cluster_id = ?", [into, f"merged from cluster {other}", other])
+            con.execute("UPDATE face_pins SET cluster_id = ? WHERE cluster_id = ?", [into, other])
+            con.execute("DELETE FROM face_rejections WHERE cluster_id = ? AND face_id IN "
+                        "(SELECT face_id FROM face_rejections WHERE cluster_id = ?)",
+                        [other, into])
+            con.execute("UPDATE face_rejections SET cluster_id = ? WHERE cluster_id = ?",
+                        [into, other])
+            if into in names or other in names:
+                con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
+                            "SELECT face_id, cluster_id FROM faces WHERE cluster_id = ?", [into])
+            con.execute("DELETE FROM clusters WHERE cluster_id = ?", [other])
+            self._refresh_cluster(con, into)
+            self._bump_generation(con)
+        return dropped
+
+    def reject_face(self, face_id: int, cluster_id: int) -> None:
+        with self.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO face_rejections (face_id, cluster_id) "
+                        "VALUES (?, ?)", [face_id, cluster_id])
+            con.execute("DELETE FROM face_pins WHERE face_id = ? AND cluster_id = ?",
+                        [face_id, cluster_id])
+            con.execute("UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
+                        "assign_reason = ? WHERE face_id = ? AND cluster_id = ?",
+                        [f"rejected from cluster {cluster_id} by the user", face_id, cluster_id])
+            self._refresh_cluster(con, cluster_id)
+            self._bump_generation(con)
+
+    def move_face(self, face_id: int, cluster_id: int) -> None:
+        """Put a face in a cluster by hand; reclusters and assignment keep it there."""
+        with self.transaction() as con:
+            old = con.execute("SELECT cluster_id FROM faces WHERE face_id = ?",
+                              [face_id]).fetchone()
+            con.execute("DELETE FROM face_rejections WHERE face_id = ? AND cluster_id = ?",
+                        [face_id, cluster_id])
+            con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) VALUES (?, ?)",
+                        [face_id, cluster_id])
+            con.execute("UPDATE faces SET cluster_id = ?, assign_distance = NULL, "
+                        "assign_reason = 'moved here by the user' WHERE face_id = ?",
+                        [cluster_id, face_id])
+            self._refresh_cluster(con, cluster_id)
+            if old is not None and old[0] is not None and old[0] != cluster_id:
+                self._refresh_cluster(con, int(old[0]))
+            self._bump_generation(con)
+
+    def _refresh_cluster(self, con: duckdb.DuckDBPyConnection, cluster_id: int) -> None:
+        """Recompute a cluster's size and centroid from its members."""
+        rows = con.execute("SELECT embedding FROM faces WHERE cluster_id = ?",
+                           [cluster_id]).fetchall()
+        if not rows:
+            con.execute("UPDATE clusters SET size = 0, centroid = NULL WHERE cluster_id = ?",
+                        [cluster_id])
+            return
+        vectors = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32)
+        centroid = vectors.reshape(len(rows), -1).mean(axis=0).astype(np.float32)
+        self.set_centroid(con, cluster_id, centroid, len(rows))
+

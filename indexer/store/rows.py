@@ -1,0 +1,69 @@
+"""Typed rows the store returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..types import BBox, Matrix
+
+
+def distance_from_ip(ip: np.ndarray) -> np.ndarray:
+    """Euclidean distance between unit vectors from their inner product."""
+    return np.sqrt(np.clip(2.0 - 2.0 * ip, 0.0, None))
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    face_id: int
+    image_id: int
+    path: str
+    bbox: BBox
+    landmarks: tuple[float, ...]
+    score: float
+    cluster_id: int | None
+    assign_distance: float | None
+    assign_reason: str | None
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """What a recluster reads: every face's vector and previous id, and the user's corrections."""
+
+    face_ids: np.ndarray
+    vectors: Matrix
+    previous: np.ndarray  # cluster id per face, -1 for none
+    named: set[int]
+    pins: dict[int, int]  # face_id -> cluster_id
+    rejected: set[tuple[int, int]]  # (face_id, cluster_id)
+    next_cluster_id: int
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    cluster_id: int
+    size: int
+    centroid: np.ndarray
+    medoid_face_id: int
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    cluster_id: int
+    name: str | None
+    size: int
+    medoid_face_id: int | None
+    medoid_path: str | None
+
+
+@dataclass(frozen=True)
+class Counts:
+    images: int
+    ok: int
+    failed: int
+    faces: int
+    clusters: int
+    people: int
+    unassigned: int
+
