@@ -73,8 +73,18 @@ def _initial(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _id_counters(con: duckdb.DuckDBPyConnection) -> None:
+    """Face and image ids come from counters in meta, never reused even after deletes (the
+    web app's crop cache and the FAISS delta log rely on that), instead of a max() per row."""
+    for key, table, column in (("next_face_id", "faces", "face_id"),
+                               ("next_image_id", "images", "image_id")):
+        con.execute(f"INSERT OR REPLACE INTO meta SELECT ?, CAST(coalesce(max({column}), 0) + 1 "
+                    f"AS VARCHAR) FROM {table}", [key])
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _initial),
+    ("0002_id_counters", _id_counters),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -23,7 +23,7 @@ from .errors import FaceidxError, UnreadableImage
 from .imageio import RawFile, decode_raw, is_image_path, read_raw
 from .models import FaceModel
 from .settings import Settings
-from .store import Store
+from .store import NewImage, Store
 from .types import FaceResult, ImageRecord, IndexSummary
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,6 @@ class Indexer:
                         if isinstance(r, UnreadableImage)]
 
         with store.transaction() as con:
-            new_ids: list[int] = []
-            new_vectors: list[np.ndarray] = []
             for raw, rec in touches:
                 store.touch_image(con, rec.image_id, size=raw.size, mtime=raw.mtime)
                 summary.unchanged += 1
@@ -253,23 +251,33 @@ class Indexer:
                 ids = store.copy_faces(con, source.image_id, image_id)
                 summary.copied += 1
                 summary.faces_added += len(ids)
+            # New paths go in with one bulk insert, their faces with another; a path the
+            # catalog holds already (changed content) has its row replaced.
+            held = store.image_ids_at(con, [str(raw.path) for raw, _ in results])
+            per_image: list[tuple[int, list[FaceResult]]] = []
+            fresh: list[tuple[NewImage, list[FaceResult]]] = []
             for raw, (outcome, size) in results:
                 if isinstance(outcome, UnreadableImage):
                     self._record_failure(con, raw.path, raw.size, raw.mtime, raw.content_hash,
                                          outcome, summary)
                     continue
-                existed = at_path.get(str(raw.path)) is not None
                 assert size is not None
-                image_id = self._replace_image(con, raw, status="ok", width=size[0],
-                                               height=size[1])
-                ids = store.add_faces(con, image_id, outcome)
-                new_ids.extend(ids)
-                new_vectors.extend(f.embedding for f in outcome)
-                summary.faces_added += len(ids)
-                if existed:
+                if str(raw.path) in held:
+                    image_id = self._replace_image(con, raw, status="ok", width=size[0],
+                                                   height=size[1])
+                    per_image.append((image_id, outcome))
                     summary.changed += 1
                 else:
+                    fresh.append((NewImage(path=str(raw.path), size=raw.size, mtime=raw.mtime,
+                                           content_hash=raw.content_hash, status="ok",
+                                           width=size[0], height=size[1]), outcome))
                     summary.new += 1
+            fresh_ids = store.add_images(con, [row for row, _ in fresh])
+            per_image += [(image_id, faces) for image_id, (_, faces)
+                          in zip(fresh_ids, fresh, strict=True)]
+            new_ids = store.add_faces_many(con, per_image)
+            new_vectors = [f.embedding for _, faces in per_image for f in faces]
+            summary.faces_added += len(new_ids)
             for path, err in failed_reads:
                 assert isinstance(err, UnreadableImage)
                 try:

@@ -13,7 +13,15 @@ from .base import StoreBase
 from .faces import FacesMixin
 from .images import ImagesMixin
 from .people import PeopleMixin
-from .rows import ClusterRow, ClusterSnapshot, Counts, PersonRow, StoredFace, distance_from_ip
+from .rows import (
+    ClusterRow,
+    ClusterSnapshot,
+    Counts,
+    NewImage,
+    PersonRow,
+    StoredFace,
+    distance_from_ip,
+)
 from .vectors import VectorsMixin
 
 
@@ -21,5 +29,5 @@ class Store(PeopleMixin, FacesMixin, VectorsMixin, ImagesMixin, StoreBase):
     """DuckDB catalog plus FAISS cache of one index home."""
 
 
-__all__ = ["SCHEMA_VERSION", "ClusterRow", "ClusterSnapshot", "Counts", "PersonRow", "Store",
-           "StoredFace", "distance_from_ip"]
+__all__ = ["SCHEMA_VERSION", "ClusterRow", "ClusterSnapshot", "Counts", "NewImage", "PersonRow",
+           "Store", "StoredFace", "distance_from_ip"]

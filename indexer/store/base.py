@@ -179,6 +179,17 @@ class StoreBase:
         with self.transaction() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
+    def _take_ids(self, con: duckdb.DuckDBPyConnection, kind: str, n: int) -> int:
+        """Reserve `n` consecutive ids of `kind` ("face" or "image"); returns the first.
+
+        The counter lives in meta and only grows, so an id is never handed out twice, even
+        after its row was deleted."""
+        key = f"next_{kind}_id"
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        first = int(row[0]) if row else 1
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(first + n)])
+        return first
+
     def _next_id(self, con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
         row = con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchone()
         return int(row[0]) if row else 1

@@ -35,19 +35,29 @@ class FacesMixin:
     def add_faces(self, con: duckdb.DuckDBPyConnection, image_id: int,
                   faces: Sequence[FaceResult]) -> list[int]:
         """Store faces of one image; returns their new face ids."""
+        return self.add_faces_many(con, [(image_id, faces)])
+
+    def add_faces_many(self, con: duckdb.DuckDBPyConnection,
+                       per_image: Sequence[tuple[int, Sequence[FaceResult]]]) -> list[int]:
+        """Store the faces of many images in one bulk insert; returns their new face ids in
+        order. Ids come from the face counter (never reused), not from a max() per row."""
+        image_ids = [image_id for image_id, faces in per_image for _ in faces]
+        faces = [f for _, image_faces in per_image for f in image_faces]
         if not faces:
             return []
-        first = self._next_id(con, "faces", "face_id")
-        ids = list(range(first, first + len(faces)))
-        con.executemany(
-            "INSERT INTO faces (face_id, image_id, x1, y1, x2, y2, landmarks, det_score, "
-            "embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [[fid, image_id, *f.bbox, list(f.landmarks), f.score,
-              np.asarray(f.embedding, dtype=np.float32).tobytes()]
-             for fid, f in zip(ids, faces, strict=True)])
+        first = self._take_ids(con, "face", len(faces))
+        ids = np.arange(first, first + len(faces), dtype=np.int64)
         vectors = np.stack([np.asarray(f.embedding, dtype=np.float32) for f in faces])
-        self._pending_add.append((np.asarray(ids, dtype=np.int64), vectors))
-        return ids
+        boxes = np.asarray([f.bbox for f in faces], dtype=np.float64)
+        con.execute(
+            "INSERT INTO faces (face_id, image_id, x1, y1, x2, y2, landmarks, det_score, "
+            "embedding) SELECT unnest(?), unnest(?), unnest(?), unnest(?), unnest(?), "
+            "unnest(?), unnest(?), unnest(?), unnest(?)",
+            [ids.tolist(), image_ids, *(boxes[:, j].tolist() for j in range(4)),
+             [list(f.landmarks) for f in faces], [float(f.score) for f in faces],
+             [v.tobytes() for v in vectors]])
+        self._pending_add.append((ids, vectors))
+        return ids.tolist()
 
     def copy_faces(self, con: duckdb.DuckDBPyConnection, source_image_id: int,
                    target_image_id: int) -> list[int]:

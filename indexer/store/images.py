@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from ..types import ImageRecord
+from .rows import NewImage
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,26 @@ class ImagesMixin:
                 "width = ?, height = ?, indexed_at = now() WHERE image_id = ?",
                 [size, mtime, content_hash, status, error, width, height, image_id])
             return image_id
-        image_id = self._next_id(con, "images", "image_id")
+        return self.add_images(con, [NewImage(path=path, size=size, mtime=mtime,
+                                              content_hash=content_hash, status=status,
+                                              error=error, width=width, height=height)])[0]
+
+    def add_images(self, con: duckdb.DuckDBPyConnection, images: Sequence[NewImage]) -> list[int]:
+        """Insert rows for paths the catalog does not hold yet, in one bulk insert; returns
+        their image ids (from the image counter, never reused)."""
+        if not images:
+            return []
+        first = self._take_ids(con, "image", len(images))
+        ids = list(range(first, first + len(images)))
+        cols = list(zip(*((i.path, i.size, i.mtime, i.content_hash, i.status, i.error,
+                           i.width, i.height) for i in images), strict=True))
         con.execute(
             "INSERT INTO images (image_id, path, size, mtime, content_hash, status, error, "
-            "width, height, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [image_id, path, size, mtime, content_hash, status, error, width, height])
-        return image_id
+            "width, height, indexed_at) SELECT unnest(?), unnest(?), unnest(?::BIGINT[]), "
+            "unnest(?::DOUBLE[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+            "unnest(?::VARCHAR[]), unnest(?::INTEGER[]), unnest(?::INTEGER[]), now()",
+            [ids, *(list(c) for c in cols)])
+        return ids
 
     def touch_image(self, con: duckdb.DuckDBPyConnection, image_id: int, *, size: int,
                     mtime: float) -> None:

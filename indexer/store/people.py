@@ -102,12 +102,13 @@ class PeopleMixin:
             con.execute("DELETE FROM clusters WHERE cluster_id NOT IN (SELECT unnest(?)) "
                         "AND cluster_id NOT IN (SELECT unnest(?))", [live, sorted(keep)])
             con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT unnest(?))", [live])
-            if clusters:
-                con.executemany(
+            if clusters:  # one bulk insert (executemany costs ~0.1 ms a row)
+                con.execute(
                     "INSERT INTO clusters (cluster_id, size, centroid, medoid_face_id) "
-                    "VALUES (?, ?, ?, ?)",
-                    [[c.cluster_id, c.size, np.asarray(c.centroid, np.float32).tobytes(),
-                      c.medoid_face_id] for c in clusters])
+                    "SELECT unnest(?), unnest(?), unnest(?), unnest(?)",
+                    [live, [c.size for c in clusters],
+                     [np.asarray(c.centroid, np.float32).tobytes() for c in clusters],
+                     [c.medoid_face_id for c in clusters]])
             con.execute(
                 "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
                 "assign_reason = 'its cluster was dissolved by a recluster' "

@@ -28,6 +28,20 @@ class StoredFace:
 
 
 @dataclass(frozen=True)
+class NewImage:
+    """An image row to insert (its path not yet in the catalog)."""
+
+    path: str
+    size: int
+    mtime: float
+    content_hash: str | None
+    status: str  # "ok" or "failed"
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
 class ClusterSnapshot:
     """What a recluster reads: every face's vector and previous id, and the user's corrections."""
 
