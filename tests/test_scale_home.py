@@ -1,0 +1,74 @@
+"""Scale plumbing: ids from counters that are never reused, bulk writes, and the synthetic home
+every command works on (real DuckDB and FAISS files under tmp_path, the real Typer app)."""
+
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from cli.app import app
+from indexer.settings import Settings
+from indexer.store import NewImage, Store
+from indexer.synthetic_home import SCHEME, build
+from indexer.types import FaceResult, ModelInfo
+
+MODEL = ModelInfo(name="dlib", dim=8, weights="test")
+
+
+def _faces(n: int, seed: int) -> list[FaceResult]:
+    vecs = np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return [FaceResult(bbox=(1.0, 2.0, 30.0, 40.0), landmarks=(0.5,) * 10, score=0.9,
+                       embedding=v) for v in vecs]
+
+
+def test_ids_are_never_reused_after_deletes(settings: Settings) -> None:
+    with Store.open(settings, MODEL) as store:
+        with store.transaction() as con:
+            images = store.add_images(con, [NewImage(path=f"/p/{i}.jpg", size=1, mtime=1.0,
+                                                     content_hash=str(i), status="ok")
+                                            for i in range(3)])
+            first = store.add_faces_many(con, [(images[0], _faces(2, 0)),
+                                               (images[2], _faces(1, 1))])
+        assert first == [1, 2, 3]
+        with store.transaction() as con:  # drop the newest image and face ids
+            store.remove_images(con, [images[2]])
+            store.remove_images(con, [images[1]])
+        with store.transaction() as con:
+            again = store.add_images(con, [NewImage(path="/p/new.jpg", size=1, mtime=1.0,
+                                                    content_hash="n", status="ok")])
+            later = store.add_faces(con, again[0], _faces(2, 2))
+        assert again == [4] and later == [4, 5]
+        rows = store.faces()
+        assert [f.face_id for f in rows] == [1, 2, 4, 5]
+        assert rows[0].bbox == (1.0, 2.0, 30.0, 40.0) and rows[0].landmarks == (0.5,) * 10
+        ids, vectors = store.embeddings()
+        np.testing.assert_array_equal(vectors[2:], np.stack([f.embedding for f in
+                                                             _faces(2, 2)]))
+        assert store.search(vectors[3:4], k=1)[0][0].face_id == 5
+
+
+def test_synthetic_home_works_with_every_light_command(settings: Settings, faces_dir: Path
+                                                       ) -> None:
+    report = build(settings, 400, "dlib", seed=3, named=2)
+    assert report.faces == 400 and report.clusters > 10
+    with Store.open(settings, read_only=True) as store:
+        counts = store.counts()
+        assert counts.faces == 400 and counts.people == 2
+        assert all(f.path.startswith(SCHEME) for f in store.faces())
+        assert store.get_meta("synthetic") is not None
+    runner = CliRunner()
+    out = runner.invoke(app, ["status"])
+    assert out.exit_code == 0 and "faces:     400" in out.stdout
+    out = runner.invoke(app, ["people"])
+    assert out.exit_code == 0 and "Synthetic Person 1" in out.stdout
+    out = runner.invoke(app, ["name", "Synthetic Person 2", "Ada"])
+    assert out.exit_code == 0, out.output
+    # Indexing a real folder into the same home leaves the synthetic photos alone.
+    one = sorted(p for p in faces_dir.rglob("*.jpg"))[:1]
+    out = runner.invoke(app, ["index", str(one[0])])
+    assert out.exit_code == 0, out.output
+    with Store.open(settings, read_only=True) as store:
+        counts = store.counts()
+        assert counts.images == report.images + 1
+        assert sum(f.path.startswith(SCHEME) for f in store.faces()) == 400
