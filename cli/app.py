@@ -28,8 +28,9 @@ app = typer.Typer(
 
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", help="facenet or dlib (a new index defaults to facenet; an "
-                 "existing index keeps its own).", show_default=False),
+    typer.Option("--model", help="auto, facenet, sface or dlib (a new index defaults to auto: "
+                 "facenet if its weights can be had, else sface; an existing index keeps its "
+                 "own).", show_default=False),
 ]
 
 

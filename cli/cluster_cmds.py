@@ -146,7 +146,8 @@ def move(
 def eval_(
     folder: Annotated[Path, typer.Argument(metavar="DIR",
                                            help="One sub-folder of photos per identity.")],
-    model: Annotated[str | None, typer.Option("--model", help="facenet or dlib.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="auto, facenet, sface or dlib.")] = None,
     algorithm: Annotated[str, typer.Option("--algorithm", help="One algorithm, or all.")]
     = "all",
     home: HomeOption = None,

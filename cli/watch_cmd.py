@@ -30,8 +30,9 @@ def register(app: typer.Typer) -> None:
         paths: Annotated[list[Path], typer.Argument(help="Folders (or files) of photos to "
                                                     "follow.")],
         model: Annotated[str | None, typer.Option(
-            "--model", help="facenet or dlib (a new index defaults to facenet; an existing "
-            "index keeps its own).", show_default=False)] = None,
+            "--model", help="auto, facenet, sface or dlib (a new index defaults to auto: "
+            "facenet if its weights can be had, else sface; an existing index keeps its own).",
+            show_default=False)] = None,
         home: HomeOption = None,
         recluster_every: Annotated[int | None, typer.Option(
             "--recluster-every", min=0, metavar="N",

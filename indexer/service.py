@@ -10,7 +10,7 @@ from typing import Any
 from .errors import IndexNotFound, ModelMismatch
 from .imageio import decode
 from .locks import IngestLock
-from .models import FaceModel, create_model
+from .models import AUTO, FaceModel, create_model
 from .settings import Settings
 from .store import Store
 from .types import BBox, Match, ModelInfo
@@ -33,13 +33,19 @@ def model_for_index(settings: Settings, requested: str | None) -> FaceModel:
     """The model to use on this home, loaded (weights checked) before the index is touched."""
     existing = stored_model(settings)
     if existing is not None:
-        if requested is not None and requested != existing.name:
+        if requested is not None and requested not in (existing.name, AUTO):
             raise ModelMismatch(
                 f"the index at {settings.home} was made by model {existing.name}, not "
                 f"{requested}; use --model {existing.name}, or another --home for a new index")
         name = existing.name
     else:
         name = requested or settings.default_model
+        if name == AUTO:
+            from .models.auto import choose_model
+
+            name, why = choose_model(settings)
+            log.warning("new index at %s: model %s (auto: %s; --model forces one)",
+                        settings.home, name, why)
     model = create_model(name, settings, parallel=True)
     model.load()
     return model

