@@ -1,9 +1,10 @@
-"""Commands about identities: recluster, people, name, merge, reject, move, eval."""
+"""Commands about identities: recluster, people, the corrections (name, merge, reject, move,
+undo, history) and eval."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +16,10 @@ from cli.common import (
     handle_errors,
     load_settings,
 )
+from indexer.errors import BadInput
+
+if TYPE_CHECKING:
+    from indexer.store import Change
 
 ALGORITHM_HELP = "hdbscan (default), dbscan, chinese-whispers, kmeans or agglomerative."
 
@@ -26,6 +31,8 @@ def register(app: typer.Typer) -> None:
     app.command()(merge)
     app.command()(reject)
     app.command()(move)
+    app.command()(undo)
+    app.command()(history)
     app.command("eval")(eval_)
 
 
@@ -61,7 +68,7 @@ def recluster(
 
 @handle_errors
 def people(home: HomeOption = None, json_out: JsonOption = False) -> None:
-    """List identities (clusters): id, name, size and a representative face."""
+    """List people (clusters): id, name, size and the representative (medoid) face."""
     from indexer import service
 
     rows = service.people(load_settings(home))
@@ -71,9 +78,17 @@ def people(home: HomeOption = None, json_out: JsonOption = False) -> None:
     if not rows:
         typer.echo("no clusters yet; run `faceidx recluster`", err=True)
         return
+    typer.echo(f"{'CLUSTER':>7}  {'NAME':<24} {'FACES':>6}  {'MEDOID':>7}  "
+               f"{'BOX (x1,y1,x2,y2)':<26} PHOTO")
     for r in rows:
-        typer.echo(f"{r['cluster_id']:>6}  {r['name'] or '-':<24} {r['size']:>6}  "
-                   f"{r['medoid_path'] or ''}")
+        box = ",".join(f"{v:g}" for v in r["medoid_bbox"]) if r["medoid_bbox"] else "-"
+        medoid = "-" if r["medoid_face_id"] is None else r["medoid_face_id"]
+        typer.echo(f"{r['cluster_id']:>7}  {r['name'] or '-':<24} {r['size']:>6}  "
+                   f"{medoid:>7}  {box:<26} {r['medoid_path'] or ''}")
+
+
+def _say(change: Change) -> None:
+    typer.echo(f"{change.summary} (change {change.change_id}; `faceidx undo` takes it back)")
 
 
 @handle_errors
@@ -83,63 +98,117 @@ def name(
     home: HomeOption = None,
 ) -> None:
     """Name the person a cluster shows; the name survives every recluster."""
-    from indexer import service
+    from indexer import corrections
 
-    with service.open_for_corrections(load_settings(home)) as store:
-        cid = store.cluster_id_for(cluster)
-        store.name_cluster(cid, new_name)
-    typer.echo(f"cluster {cid} is {new_name}")
+    _say(corrections.rename(load_settings(home), cluster, new_name))
 
 
 @handle_errors
 def merge(
     into: Annotated[str, typer.Argument(metavar="A", help="Cluster id or name to keep.")],
     other: Annotated[str, typer.Argument(metavar="B", help="Cluster id or name to merge in.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Merge even when one photo has a face in each.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Merge cluster B into cluster A (they are the same person)."""
-    from indexer import service
+    """Merge person B into person A (they are the same person)."""
+    from indexer import corrections
 
-    with service.open_for_corrections(load_settings(home)) as store:
-        a, b = store.cluster_id_for(into), store.cluster_id_for(other)
-        if a == b:
-            typer.echo(f"cluster {a} is already one cluster")
-            return
-        dropped = store.merge_clusters(a, b)
-    typer.echo(f"merged cluster {b} into {a}" + (f" (name {dropped!r} dropped)" if dropped
-                                                  else ""))
+    settings = load_settings(home)
+    a = corrections.resolve_cluster(settings, into)
+    b = corrections.resolve_cluster(settings, other)
+    _say(corrections.merge(settings, a, b, force=force))
 
 
 @handle_errors
 def reject(
-    face: Annotated[int, typer.Argument(help="Face id (see `faceidx query`).")],
-    cluster: Annotated[str, typer.Argument(help="Cluster id or name it does not belong to.")],
+    args: Annotated[list[str], typer.Argument(
+        metavar="FACE... CLUSTER",
+        help="Face ids (see `faceidx query`), then the cluster id or name they are not.")],
     home: HomeOption = None,
 ) -> None:
-    """Say a face is not this person; assignment and reclusters will keep them apart."""
-    from indexer import service
+    """Say faces are not this person; assignment and reclusters will keep them apart."""
+    from indexer import corrections
 
-    with service.open_for_corrections(load_settings(home)) as store:
-        store.require_face(face)
-        cid = store.cluster_id_for(cluster)
-        store.reject_face(face, cid)
-    typer.echo(f"face {face} is not cluster {cid}")
+    settings = load_settings(home)
+    if len(args) < 2:
+        raise BadInput("give one or more face ids, then the cluster they are not")
+    faces = _face_ids(args[:-1])
+    _say(corrections.reject(settings, faces, corrections.resolve_cluster(settings, args[-1])))
 
 
 @handle_errors
 def move(
-    face: Annotated[int, typer.Argument(help="Face id (see `faceidx query`).")],
-    cluster: Annotated[str, typer.Argument(help="Cluster id or name it belongs to.")],
+    args: Annotated[list[str], typer.Argument(
+        metavar="FACE... [CLUSTER]",
+        help="Face ids (see `faceidx query`), then the cluster id or name they belong to "
+             "(none with --new).")],
+    new: Annotated[bool, typer.Option(
+        "--new", help="Put the faces in a new person (split them off).")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Put a face in a person's cluster by hand; it stays there across reclusters."""
-    from indexer import service
+    """Put faces in a person by hand (or a new person with --new); they stay across
+    reclusters."""
+    from indexer import corrections
 
-    with service.open_for_corrections(load_settings(home)) as store:
-        store.require_face(face)
-        cid = store.cluster_id_for(cluster)
-        store.move_face(face, cid)
-    typer.echo(f"face {face} is now in cluster {cid}")
+    settings = load_settings(home)
+    if new:
+        change = corrections.move(settings, _face_ids(args), None)
+    else:
+        if len(args) < 2:
+            raise BadInput("give one or more face ids, then the cluster they belong to "
+                           "(or --new for a new person)")
+        target = corrections.resolve_cluster(settings, args[-1])
+        change = corrections.move(settings, _face_ids(args[:-1]), target)
+    _say(change)
+
+
+@handle_errors
+def undo(home: HomeOption = None, json_out: JsonOption = False) -> None:
+    """Take back the last correction (name, merge, reject, move, split, accept), even after
+    a recluster."""
+    from dataclasses import asdict
+
+    from indexer import corrections
+
+    change = corrections.undo(load_settings(home))
+    if json_out:
+        echo_json(asdict(change))
+        return
+    look = f"; see cluster {change.cluster_id}" if change.cluster_id is not None else ""
+    typer.echo(f"{change.summary}{look}")
+
+
+@handle_errors
+def history(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many changes.")] = 50,
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """The corrections made so far, newest first; `faceidx undo` takes back the newest."""
+    from dataclasses import asdict
+
+    from indexer import corrections
+
+    changes = corrections.history(load_settings(home), limit)
+    if json_out:
+        echo_json([asdict(c) for c in changes])
+        return
+    if not changes:
+        typer.echo("no corrections yet", err=True)
+        return
+    typer.echo(f"{'CHANGE':>6}  {'WHEN':<19}  {'KIND':<6}  WHAT")
+    for c in changes:
+        mark = " (undone)" if c.undone else ""
+        typer.echo(f"{c.change_id:>6}  {c.at.replace('T', ' '):<19}  {c.kind:<6}  "
+                   f"{c.summary}{mark}")
+
+
+def _face_ids(values: list[str]) -> list[int]:
+    bad = [v for v in values if not v.isdigit()]
+    if bad or not values:
+        raise BadInput(f"not a face id: {bad[0]!r}" if bad else "no face ids given")
+    return [int(v) for v in values]
 
 
 @handle_errors

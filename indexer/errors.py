@@ -38,3 +38,16 @@ class IndexNotFound(FaceidxError):
 
 class NotFound(FaceidxError):
     """A cluster, face or person named on the command line does not exist."""
+
+
+class BadInput(FaceidxError):
+    """A request that cannot be carried out as asked: a blank name, a merge into itself, ..."""
+
+
+class NothingToUndo(BadInput):
+    """`faceidx undo` with no correction left to take back."""
+
+
+class Conflict(FaceidxError):
+    """A request that clashes with what is stored, such as a name another person has, or a
+    merge that would put two faces of one photo in one person (allowed with force)."""

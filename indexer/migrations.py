@@ -82,9 +82,24 @@ def _id_counters(con: duckdb.DuckDBPyConnection) -> None:
                     f"AS VARCHAR) FROM {table}", [key])
 
 
+def _history(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE history (                 -- every user correction, newest last; undoable
+            change_id BIGINT PRIMARY KEY,
+            kind VARCHAR NOT NULL,              -- name, merge, reject, move, split, accept, undo
+            summary VARCHAR NOT NULL,           -- one line a person reads
+            made_at TIMESTAMP DEFAULT current_timestamp,
+            cluster_id BIGINT,                  -- the person it left the user looking at
+            undone BOOLEAN NOT NULL DEFAULT false,
+            undoes BIGINT,                      -- for kind 'undo': the change it took back
+            state VARCHAR                       -- JSON: the facts before and after (corrections.py)
+        )""")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _initial),
     ("0002_id_counters", _id_counters),
+    ("0003_history", _history),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

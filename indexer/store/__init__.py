@@ -11,9 +11,11 @@ from __future__ import annotations
 from ..migrations import SCHEMA_VERSION
 from .base import StoreBase
 from .faces import FacesMixin
+from .history import HistoryMixin
 from .images import ImagesMixin
 from .people import PeopleMixin
 from .rows import (
+    Change,
     ClusterRow,
     ClusterSnapshot,
     Counts,
@@ -25,9 +27,9 @@ from .rows import (
 from .vectors import VectorsMixin
 
 
-class Store(PeopleMixin, FacesMixin, VectorsMixin, ImagesMixin, StoreBase):
+class Store(HistoryMixin, PeopleMixin, FacesMixin, VectorsMixin, ImagesMixin, StoreBase):
     """DuckDB catalog plus FAISS cache of one index home."""
 
 
-__all__ = ["SCHEMA_VERSION", "ClusterRow", "ClusterSnapshot", "Counts", "NewImage", "PersonRow",
-           "Store", "StoredFace", "distance_from_ip"]
+__all__ = ["SCHEMA_VERSION", "Change", "ClusterRow", "ClusterSnapshot", "Counts", "NewImage",
+           "PersonRow", "Store", "StoredFace", "distance_from_ip"]

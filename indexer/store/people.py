@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from ..errors import FaceidxError, NotFound
+from ..errors import Conflict, NotFound
 from .rows import ClusterRow, ClusterSnapshot, PersonRow
 
 log = logging.getLogger(__name__)
@@ -123,15 +123,14 @@ class PeopleMixin:
         """Every cluster with its size, name (if any) and representative face."""
         with self._read() as con:
             rows = con.execute(
-                "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, i.path "
+                "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, i.path, "
+                "f.x1, f.y1, f.x2, f.y2 "
                 "FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
                 "LEFT JOIN faces f ON f.face_id = c.medoid_face_id "
                 "LEFT JOIN images i ON i.image_id = f.image_id "
                 "WHERE c.size > 0 OR p.name IS NOT NULL "
                 "ORDER BY (p.name IS NULL), c.size DESC, c.cluster_id").fetchall()
-        return [PersonRow(cluster_id=int(r[0]), name=r[1], size=int(r[2]),
-                          medoid_face_id=None if r[3] is None else int(r[3]), medoid_path=r[4])
-                for r in rows]
+        return [_person_row(r) for r in rows]
 
     def cluster_id_for(self, ref: str) -> int:
         """A cluster named by its id or by a person's name."""
@@ -147,98 +146,154 @@ class PeopleMixin:
                            "see `faceidx people`")
         return int(row[0])
 
-    def require_face(self, face_id: int) -> None:
+    def require_faces(self, face_ids: Sequence[int]) -> None:
         with self._read() as con:
-            if con.execute("SELECT 1 FROM faces WHERE face_id = ?", [face_id]).fetchone() is None:
-                raise NotFound(f"no face {face_id} in {self.settings.home}")
+            found = {int(r[0]) for r in con.execute(
+                "SELECT face_id FROM faces WHERE face_id IN (SELECT unnest(?))",
+                [[int(f) for f in face_ids]]).fetchall()}
+        missing = [int(f) for f in face_ids if int(f) not in found]
+        if missing:
+            raise NotFound(f"no face {', '.join(map(str, missing))} in {self.settings.home}; "
+                           "see `faceidx query` or the web app for face ids")
 
-    def name_cluster(self, cluster_id: int, name: str) -> None:
-        with self.transaction() as con:
-            other = con.execute("SELECT cluster_id FROM people WHERE name = ?", [name]).fetchone()
-            if other is not None and other[0] != cluster_id:
-                raise FaceidxError(f"{name!r} already names cluster {other[0]}; "
-                                   f"use `faceidx merge {other[0]} {cluster_id}` to join them")
-            row = con.execute("SELECT person_id FROM people WHERE cluster_id = ?",
-                              [cluster_id]).fetchone()
-            if row is not None:
-                con.execute("UPDATE people SET name = ? WHERE person_id = ?", [name, row[0]])
+    def require_face(self, face_id: int) -> None:
+        self.require_faces([face_id])
+
+    def cluster_summary(self, cluster_id: int) -> PersonRow:
+        """One cluster's name, size and representative face."""
+        with self._read() as con:
+            row = con.execute(
+                "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, i.path, "
+                "f.x1, f.y1, f.x2, f.y2 "
+                "FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
+                "LEFT JOIN faces f ON f.face_id = c.medoid_face_id "
+                "LEFT JOIN images i ON i.image_id = f.image_id WHERE c.cluster_id = ?",
+                [cluster_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no cluster {cluster_id} in {self.settings.home}; "
+                           "see `faceidx people`")
+        return _person_row(row)
+
+    def same_photo_faces(self, a: int, b: int) -> list[tuple[int, int, str]]:
+        """(face in a, face in b, photo) for photos with a face in each cluster: a merge of
+        the two would put two faces of one photo in one person."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT fa.face_id, fb.face_id, i.path FROM faces fa "
+                "JOIN faces fb ON fb.image_id = fa.image_id AND fb.cluster_id = ? "
+                "JOIN images i ON i.image_id = fa.image_id "
+                "WHERE fa.cluster_id = ? ORDER BY fa.face_id, fb.face_id", [b, a]).fetchall()
+        return [(int(x), int(y), str(p)) for x, y, p in rows]
+
+    # -- corrections: each runs inside HistoryMixin.record_correction's transaction
+    def name_cluster(self, con: duckdb.DuckDBPyConnection, cluster_id: int, name: str) -> int:
+        other = con.execute("SELECT cluster_id FROM people WHERE name = ?", [name]).fetchone()
+        if other is not None and other[0] != cluster_id:
+            raise Conflict(f"{name!r} already names cluster {other[0]}; "
+                           f"use `faceidx merge {other[0]} {cluster_id}` to join them")
+        row = con.execute("SELECT person_id FROM people WHERE cluster_id = ?",
+                          [cluster_id]).fetchone()
+        if row is not None:
+            con.execute("UPDATE people SET name = ? WHERE person_id = ?", [name, row[0]])
+        else:
+            pid = self._next_id(con, "people", "person_id")
+            con.execute("INSERT INTO people (person_id, name, cluster_id) VALUES (?, ?, ?)",
+                        [pid, name, cluster_id])
+        # A named cluster's members are the user's: pin them so reclusters keep them.
+        con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
+                    "SELECT face_id, cluster_id FROM faces WHERE cluster_id = ?",
+                    [cluster_id])
+        return cluster_id
+
+    def merge_clusters(self, con: duckdb.DuckDBPyConnection, into: int, other: int) -> int:
+        """Move every face of `other` into `into` (a name of `other` is dropped when `into`
+        has one, else it moves along)."""
+        names = dict(con.execute("SELECT cluster_id, name FROM people "
+                                 "WHERE cluster_id IN (?, ?)", [into, other]).fetchall())
+        if other in names:
+            if into in names:
+                con.execute("DELETE FROM people WHERE cluster_id = ?", [other])
             else:
-                pid = self._next_id(con, "people", "person_id")
-                con.execute("INSERT INTO people (person_id, name, cluster_id) VALUES (?, ?, ?)",
-                            [pid, name, cluster_id])
-            # A named cluster's members are the user's: pin them so reclusters keep them.
+                con.execute("UPDATE people SET cluster_id = ? WHERE cluster_id = ?",
+                            [into, other])
+        con.execute("UPDATE faces SET cluster_id = ?, assign_reason = ? "
+                    "WHERE cluster_id = ?", [into, f"merged from cluster {other}", other])
+        con.execute("UPDATE face_pins SET cluster_id = ? WHERE cluster_id = ?", [into, other])
+        con.execute("DELETE FROM face_rejections WHERE cluster_id = ? AND face_id IN "
+                    "(SELECT face_id FROM face_rejections WHERE cluster_id = ?)",
+                    [other, into])
+        con.execute("UPDATE face_rejections SET cluster_id = ? WHERE cluster_id = ?",
+                    [into, other])
+        if into in names or other in names:
             con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
-                        "SELECT face_id, cluster_id FROM faces WHERE cluster_id = ?",
-                        [cluster_id])
-            self._bump_generation(con)
+                        "SELECT face_id, cluster_id FROM faces WHERE cluster_id = ?", [into])
+        con.execute("DELETE FROM clusters WHERE cluster_id = ?", [other])
+        self._refresh_cluster(con, into)
+        return into
 
-    def merge_clusters(self, into: int, other: int) -> str | None:
-        """Move every face of `other` into `into`; returns a name that was dropped, if any."""
-        with self.transaction() as con:
-            names = dict(con.execute("SELECT cluster_id, name FROM people "
-                                     "WHERE cluster_id IN (?, ?)", [into, other]).fetchall())
-            dropped = None
-            if other in names:
-                if into in names:
-                    dropped = str(names[other])
-                    con.execute("DELETE FROM people WHERE cluster_id = ?", [other])
-                else:
-                    con.execute("UPDATE people SET cluster_id = ? WHERE cluster_id = ?",
-                                [into, other])
-            con.execute("UPDATE faces SET cluster_id = ?, assign_reason = ? "
-                        "WHERE cluster_id = ?", [into, f"merged from cluster {other}", other])
-            con.execute("UPDATE face_pins SET cluster_id = ? WHERE cluster_id = ?", [into, other])
-            con.execute("DELETE FROM face_rejections WHERE cluster_id = ? AND face_id IN "
-                        "(SELECT face_id FROM face_rejections WHERE cluster_id = ?)",
-                        [other, into])
-            con.execute("UPDATE face_rejections SET cluster_id = ? WHERE cluster_id = ?",
-                        [into, other])
-            if into in names or other in names:
-                con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
-                            "SELECT face_id, cluster_id FROM faces WHERE cluster_id = ?", [into])
-            con.execute("DELETE FROM clusters WHERE cluster_id = ?", [other])
-            self._refresh_cluster(con, into)
-            self._bump_generation(con)
-        return dropped
+    def reject_faces(self, con: duckdb.DuckDBPyConnection, face_ids: Sequence[int],
+                     cluster_id: int) -> int:
+        ids = [int(f) for f in face_ids]
+        con.executemany("INSERT OR REPLACE INTO face_rejections (face_id, cluster_id) "
+                        "VALUES (?, ?)", [[f, cluster_id] for f in ids])
+        con.execute("DELETE FROM face_pins WHERE face_id IN (SELECT unnest(?)) "
+                    "AND cluster_id = ?", [ids, cluster_id])
+        con.execute("UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
+                    "assign_reason = ? WHERE face_id IN (SELECT unnest(?)) AND cluster_id = ?",
+                    [f"rejected from cluster {cluster_id} by the user", ids, cluster_id])
+        self._refresh_cluster(con, cluster_id)
+        return cluster_id
 
-    def reject_face(self, face_id: int, cluster_id: int) -> None:
-        with self.transaction() as con:
-            con.execute("INSERT OR REPLACE INTO face_rejections (face_id, cluster_id) "
-                        "VALUES (?, ?)", [face_id, cluster_id])
-            con.execute("DELETE FROM face_pins WHERE face_id = ? AND cluster_id = ?",
-                        [face_id, cluster_id])
-            con.execute("UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
-                        "assign_reason = ? WHERE face_id = ? AND cluster_id = ?",
-                        [f"rejected from cluster {cluster_id} by the user", face_id, cluster_id])
-            self._refresh_cluster(con, cluster_id)
-            self._bump_generation(con)
-
-    def move_face(self, face_id: int, cluster_id: int) -> None:
-        """Put a face in a cluster by hand; reclusters and assignment keep it there."""
-        with self.transaction() as con:
-            old = con.execute("SELECT cluster_id FROM faces WHERE face_id = ?",
-                              [face_id]).fetchone()
-            con.execute("DELETE FROM face_rejections WHERE face_id = ? AND cluster_id = ?",
-                        [face_id, cluster_id])
-            con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) VALUES (?, ?)",
-                        [face_id, cluster_id])
-            con.execute("UPDATE faces SET cluster_id = ?, assign_distance = NULL, "
-                        "assign_reason = 'moved here by the user' WHERE face_id = ?",
-                        [cluster_id, face_id])
-            self._refresh_cluster(con, cluster_id)
-            if old is not None and old[0] is not None and old[0] != cluster_id:
-                self._refresh_cluster(con, int(old[0]))
-            self._bump_generation(con)
+    def move_faces(self, con: duckdb.DuckDBPyConnection, face_ids: Sequence[int],
+                   cluster_id: int | None, reason: str = "moved here by the user") -> int:
+        """Put faces in a cluster by hand (None: a new one); reclusters keep them there."""
+        ids = [int(f) for f in face_ids]
+        if cluster_id is None:
+            row = con.execute(
+                "SELECT max(c) FROM (SELECT max(cluster_id) AS c FROM clusters "
+                "UNION ALL SELECT max(cluster_id) FROM faces "
+                "UNION ALL SELECT max(cluster_id) FROM face_pins)").fetchone()
+            cluster_id = (int(row[0]) if row and row[0] is not None else 0) + 1
+            con.execute("INSERT INTO clusters (cluster_id, size) VALUES (?, 0)", [cluster_id])
+        old = [int(r[0]) for r in con.execute(
+            "SELECT DISTINCT cluster_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
+            "AND cluster_id IS NOT NULL", [ids]).fetchall()]
+        con.execute("DELETE FROM face_rejections WHERE face_id IN (SELECT unnest(?)) "
+                    "AND cluster_id = ?", [ids, cluster_id])
+        con.executemany("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) VALUES (?, ?)",
+                        [[f, cluster_id] for f in ids])
+        con.execute("UPDATE faces SET cluster_id = ?, assign_distance = NULL, "
+                    "assign_reason = ? WHERE face_id IN (SELECT unnest(?))",
+                    [cluster_id, reason, ids])
+        for c in sorted({cluster_id, *old}):
+            self._refresh_cluster(con, c)
+        return cluster_id
 
     def _refresh_cluster(self, con: duckdb.DuckDBPyConnection, cluster_id: int) -> None:
         """Recompute a cluster's size and centroid from its members."""
-        rows = con.execute("SELECT embedding FROM faces WHERE cluster_id = ?",
-                           [cluster_id]).fetchall()
+        rows = con.execute("SELECT face_id, embedding FROM faces WHERE cluster_id = ? "
+                           "ORDER BY face_id", [cluster_id]).fetchall()
         if not rows:
             con.execute("UPDATE clusters SET size = 0, centroid = NULL WHERE cluster_id = ?",
                         [cluster_id])
             return
-        vectors = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32)
-        centroid = vectors.reshape(len(rows), -1).mean(axis=0).astype(np.float32)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        vectors = vectors.reshape(len(rows), -1)
+        centroid = vectors.mean(axis=0).astype(np.float32)
         self.set_centroid(con, cluster_id, centroid, len(rows))
+        medoid = con.execute("SELECT medoid_face_id FROM clusters WHERE cluster_id = ?",
+                             [cluster_id]).fetchone()
+        members = [int(r[0]) for r in rows]
+        if medoid is None or medoid[0] not in members:
+            # the representative left: the member nearest the centroid stands in
+            best = members[int(np.argmax(vectors @ centroid))]
+            con.execute("UPDATE clusters SET medoid_face_id = ? WHERE cluster_id = ?",
+                        [best, cluster_id])
 
+
+
+def _person_row(r: tuple[Any, ...]) -> PersonRow:
+    bbox = None if r[5] is None else [round(float(v), 1) for v in r[5:9]]
+    return PersonRow(cluster_id=int(r[0]), name=r[1], size=int(r[2]),
+                     medoid_face_id=None if r[3] is None else int(r[3]), medoid_bbox=bbox,
+                     medoid_path=r[4])

@@ -68,6 +68,7 @@ class PersonRow:
     name: str | None
     size: int
     medoid_face_id: int | None
+    medoid_bbox: list[float] | None  # x1, y1, x2, y2 of the medoid face, 1 decimal
     medoid_path: str | None
 
 
@@ -81,3 +82,15 @@ class Counts:
     people: int
     unassigned: int
 
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of the correction history."""
+
+    change_id: int
+    kind: str  # "name" | "merge" | "reject" | "move" | "split" | "accept" | "undo"
+    summary: str  # one line a person reads: "named cluster 12 'Alice'"
+    at: str  # ISO timestamp
+    cluster_id: int | None  # the person it left the user looking at
+    undone: bool

@@ -1,0 +1,314 @@
+"""The correction history: each correction runs in one transaction that also records the facts
+it changed (before and after), so `undo` can put them back, even after a recluster.
+
+What is recorded, for every face the correction touched: its cluster, assignment distance and
+reason, pin and rejections, before and after; the people rows (names) and cluster rows of the
+clusters involved; and for each cluster a face left, up to ANCHORS of its members that stayed.
+
+Undo restores the face-level facts (pins, rejections, names) as they were. Cluster ids a
+recluster may have renumbered are not trusted: a face goes back to the cluster that its former
+companions (the anchors) are in now; a named or pinned cluster keeps its id (reclusters never
+change those); a cluster the correction deleted (a merge's second person) comes back under its
+old id when that id is still free, else under a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import duckdb
+
+from ..errors import Conflict, NothingToUndo
+from .rows import Change
+
+log = logging.getLogger(__name__)
+
+ANCHORS = 50
+"""Members kept per cluster to find it again after a recluster renumbered it."""
+
+Facts = dict[str, Any]
+
+
+class HistoryMixin:
+    # ------------------------------------------------------------------ recording
+    def record_correction(self, kind: str, summary: str,
+                          op: Callable[[duckdb.DuckDBPyConnection], int | None], *,
+                          clusters: Iterable[int] = (), faces: Iterable[int] = ()) -> Change:
+        """Run `op` in one transaction, record what it changed, and return the history row.
+
+        `op` returns the cluster the user is left looking at (for a split, the new person).
+        `clusters` and `faces` name what it may touch; the faces' clusters are added.
+        """
+        with self.transaction() as con:  # type: ignore[attr-defined]
+            face_ids = sorted({int(f) for f in faces})
+            cluster_ids = set(int(c) for c in clusters) | {
+                int(r[0]) for r in con.execute(
+                    "SELECT DISTINCT cluster_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
+                    "AND cluster_id IS NOT NULL", [face_ids]).fetchall()}
+            candidates = self._candidate_faces(con, sorted(cluster_ids), face_ids)
+            before = self._facts(con, sorted(cluster_ids), candidates)
+            focus = op(con)
+            if focus is not None:
+                cluster_ids.add(int(focus))
+            after = self._facts(con, sorted(cluster_ids), candidates)
+            state = _diff(before, after)
+            state["focus_before"] = _focus_before(kind, before, after, state, focus)
+            change_id = self._next_id(con, "history", "change_id")  # type: ignore[attr-defined]
+            con.execute("INSERT INTO history (change_id, kind, summary, cluster_id, state) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [change_id, kind, summary, focus, json.dumps(state)])
+            self._bump_generation(con)  # type: ignore[attr-defined]
+            return self._change(con, change_id)
+
+    def _candidate_faces(self, con: duckdb.DuckDBPyConnection, cluster_ids: list[int],
+                         face_ids: list[int]) -> list[int]:
+        rows = con.execute(
+            "SELECT face_id FROM faces WHERE cluster_id IN (SELECT unnest(?)) "
+            "OR face_id IN (SELECT unnest(?)) "
+            "UNION SELECT face_id FROM face_pins WHERE cluster_id IN (SELECT unnest(?)) "
+            "UNION SELECT face_id FROM face_rejections WHERE cluster_id IN (SELECT unnest(?))",
+            [cluster_ids, face_ids, cluster_ids, cluster_ids]).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+    def _facts(self, con: duckdb.DuckDBPyConnection, cluster_ids: list[int],
+               face_ids: list[int]) -> Facts:
+        """The user-visible facts about these faces and clusters, as JSON-ready values."""
+        faces: dict[str, list[Any]] = {}
+        for fid, cid, dist, reason, pin in con.execute(
+                "SELECT f.face_id, f.cluster_id, f.assign_distance, f.assign_reason, p.cluster_id "
+                "FROM faces f LEFT JOIN face_pins p ON p.face_id = f.face_id "
+                "WHERE f.face_id IN (SELECT unnest(?)) ORDER BY f.face_id",
+                [face_ids]).fetchall():
+            faces[str(fid)] = [cid, None if dist is None else float(dist), reason, pin, []]
+        for fid, cid in con.execute(
+                "SELECT face_id, cluster_id FROM face_rejections "
+                "WHERE face_id IN (SELECT unnest(?)) ORDER BY face_id, cluster_id",
+                [face_ids]).fetchall():
+            faces[str(fid)][4].append(int(cid))
+        ids = list(cluster_ids)
+        clusters = {str(c): m for c, m in con.execute(
+            "SELECT cluster_id, medoid_face_id FROM clusters WHERE cluster_id IN "
+            "(SELECT unnest(?))", [ids]).fetchall()}
+        people = {str(p): [n, c] for p, n, c in con.execute(
+            "SELECT person_id, name, cluster_id FROM people WHERE cluster_id IN "
+            "(SELECT unnest(?))", [ids]).fetchall()}
+        return {"faces": faces, "clusters": clusters, "people": people}
+
+    # ------------------------------------------------------------------ reading
+    def history(self, limit: int = 50) -> list[Change]:
+        """The newest `limit` changes, newest first."""
+        with self._read() as con:  # type: ignore[attr-defined]
+            rows = con.execute(
+                "SELECT change_id, kind, summary, made_at, cluster_id, undone FROM history "
+                "ORDER BY change_id DESC LIMIT ?", [int(limit)]).fetchall()
+        return [_change_row(r) for r in rows]
+
+    def _change(self, con: duckdb.DuckDBPyConnection, change_id: int) -> Change:
+        row = con.execute("SELECT change_id, kind, summary, made_at, cluster_id, undone "
+                          "FROM history WHERE change_id = ?", [change_id]).fetchone()
+        assert row is not None
+        return _change_row(row)
+
+    # ------------------------------------------------------------------ undo
+    def undo_last(self) -> Change:
+        """Take back the newest correction not yet undone; returns the new 'undo' row."""
+        with self.transaction() as con:  # type: ignore[attr-defined]
+            row = con.execute(
+                "SELECT change_id, summary, state FROM history "
+                "WHERE kind <> 'undo' AND NOT undone ORDER BY change_id DESC LIMIT 1").fetchone()
+            if row is None:
+                raise NothingToUndo(f"nothing to undo in {self.settings.home}; "  # type: ignore[attr-defined]
+                                    "see `faceidx history`")
+            change_id, summary, state_json = int(row[0]), str(row[1]), json.loads(row[2])
+            focus = _Restorer(self, con, state_json).run()
+            con.execute("UPDATE history SET undone = true WHERE change_id = ?", [change_id])
+            new_id = self._next_id(con, "history", "change_id")  # type: ignore[attr-defined]
+            con.execute("INSERT INTO history (change_id, kind, summary, cluster_id, undoes) "
+                        "VALUES (?, 'undo', ?, ?, ?)",
+                        [new_id, f"undid: {summary}", focus, change_id])
+            self._bump_generation(con)  # type: ignore[attr-defined]
+            return self._change(con, new_id)
+
+
+class _Restorer:
+    """Puts one recorded correction's before-facts back (see the module docstring)."""
+
+    def __init__(self, store: Any, con: duckdb.DuckDBPyConnection, state: dict[str, Any]
+                 ) -> None:
+        self.store, self.con, self.state = store, con, state
+        self.mapping: dict[int, int] = {}
+        self.fresh_next: int | None = None
+        before, after = state["clusters_before"], state["clusters_after"]
+        self.removed = {int(c) for c in before} - {int(c) for c in after}
+        self.created = {int(c) for c in after} - {int(c) for c in before}
+        self.named = {int(c) for _, c in state["people_before"].values() if c is not None}
+
+    def run(self) -> int | None:
+        con = self.con
+        touched: set[int] = set()
+        for b, a in self.state["faces"].values():
+            touched |= {int(c) for c in (a[0], b[0]) if c is not None}
+        current = {int(f): c for f, c in con.execute(
+            "SELECT face_id, cluster_id FROM faces WHERE face_id IN (SELECT unnest(?))",
+            [[int(f) for f in self.state["faces"]]]).fetchall()}
+        touched |= {int(c) for c in current.values() if c is not None}
+        # Clusters the correction deleted come back first, so their ids are taken.
+        for x in sorted(self.removed):
+            cid = self.resolve(x)
+            medoid = self.state["clusters_before"][str(x)]
+            con.execute("INSERT OR IGNORE INTO clusters (cluster_id, size, medoid_face_id) "
+                        "VALUES (?, 0, ?)", [cid, medoid])
+        self._restore_people()
+        for fid_s, (b, a) in self.state["faces"].items():
+            fid = int(fid_s)
+            if fid not in current:
+                continue  # the photo was removed meanwhile
+            self._restore_face(fid, b, a)
+            for c in (b[0], b[3]):
+                if c is not None:
+                    touched.add(self.resolve(int(c)))
+        touched |= set(self.mapping.values())
+        for cid in sorted(touched | self.created):
+            self.store._refresh_cluster(con, cid)
+        for cid in sorted(self.created):
+            con.execute("DELETE FROM clusters WHERE cluster_id = ? AND size = 0 AND cluster_id "
+                        "NOT IN (SELECT cluster_id FROM people WHERE cluster_id IS NOT NULL)",
+                        [cid])
+        focus = self.state.get("focus_before")
+        return None if focus is None else self.resolve(int(focus))
+
+    def _restore_people(self) -> None:
+        con = self.con
+        before, after = self.state["people_before"], self.state["people_after"]
+        for pid in set(after) - set(before):
+            con.execute("DELETE FROM people WHERE person_id = ?", [int(pid)])
+        for pid, (name, cid) in before.items():
+            target = None if cid is None else self.resolve(int(cid))
+            holder = con.execute("SELECT person_id FROM people WHERE name = ?",
+                                 [name]).fetchone()
+            if holder is not None and int(holder[0]) != int(pid):
+                raise Conflict(f"cannot undo: the name {name!r} now belongs to another person "
+                               f"(person {holder[0]}); rename that one first")
+            if con.execute("SELECT 1 FROM people WHERE person_id = ?",
+                           [int(pid)]).fetchone() is None:
+                con.execute("INSERT INTO people (person_id, name, cluster_id) VALUES (?, ?, ?)",
+                            [int(pid), name, target])
+            else:
+                con.execute("UPDATE people SET name = ?, cluster_id = ? WHERE person_id = ?",
+                            [name, target, int(pid)])
+
+    def _restore_face(self, fid: int, b: list[Any], a: list[Any]) -> None:
+        con = self.con
+        b_cluster, b_dist, b_reason, b_pin, b_rej = b
+        a_cluster, _, _, a_pin, a_rej = a
+        if b_pin != a_pin:
+            con.execute("DELETE FROM face_pins WHERE face_id = ?", [fid])
+            if b_pin is not None:
+                con.execute("INSERT INTO face_pins (face_id, cluster_id) VALUES (?, ?)",
+                            [fid, self.resolve(int(b_pin))])
+        for c in set(a_rej) - set(b_rej):
+            con.execute("DELETE FROM face_rejections WHERE face_id = ? AND cluster_id = ?",
+                        [fid, int(c)])
+        for c in set(b_rej) - set(a_rej):
+            con.execute("INSERT OR REPLACE INTO face_rejections (face_id, cluster_id) "
+                        "VALUES (?, ?)", [fid, self.resolve(int(c))])
+        if b_cluster != a_cluster:
+            home = b_pin if b_pin is not None else b_cluster
+            cid = None if home is None else self.resolve(int(home))
+            con.execute("UPDATE faces SET cluster_id = ?, assign_distance = ?, "
+                        "assign_reason = ? WHERE face_id = ?",
+                        [cid, b_dist if cid is not None else None, b_reason, fid])
+
+    def resolve(self, x: int) -> int:
+        """Where cluster `x` (an id in the recorded before-state) lives now."""
+        if x in self.mapping:
+            return self.mapping[x]
+        if x in self.removed:
+            cid = x if self._free(x) else self._fresh()
+        elif x in self.named or self._pinned(x):
+            cid = x  # reclusters never renumber a named or pinned cluster
+        else:
+            anchors = [int(f) for f in self.state["anchors"].get(str(x), [])]
+            rows = self.con.execute(
+                "SELECT cluster_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
+                "AND cluster_id IS NOT NULL", [anchors]).fetchall()
+            if rows:
+                cid = Counter(int(r[0]) for r in rows).most_common(1)[0][0]
+            elif self._free(x) or self._empty(x):
+                cid = x
+            else:
+                cid = self._fresh()
+        self.mapping[x] = cid
+        if cid != x:
+            log.info("undo: cluster %d is now %d", x, cid)
+        return cid
+
+    def _pinned(self, x: int) -> bool:
+        return self.con.execute("SELECT 1 FROM face_pins WHERE cluster_id = ? LIMIT 1",
+                                [x]).fetchone() is not None
+
+    def _empty(self, x: int) -> bool:
+        return self.con.execute("SELECT 1 FROM faces WHERE cluster_id = ? LIMIT 1",
+                                [x]).fetchone() is None
+
+    def _free(self, x: int) -> bool:
+        row = self.con.execute(
+            "SELECT (SELECT count(*) FROM clusters WHERE cluster_id = $x) "
+            "+ (SELECT count(*) FROM faces WHERE cluster_id = $x) "
+            "+ (SELECT count(*) FROM people WHERE cluster_id = $x) "
+            "+ (SELECT count(*) FROM face_pins WHERE cluster_id = $x)", {"x": x}).fetchone()
+        return row is not None and int(row[0]) == 0
+
+    def _fresh(self) -> int:
+        if self.fresh_next is None:
+            row = self.con.execute(
+                "SELECT max(c) FROM (SELECT max(cluster_id) AS c FROM clusters "
+                "UNION ALL SELECT max(cluster_id) FROM faces "
+                "UNION ALL SELECT max(cluster_id) FROM people "
+                "UNION ALL SELECT max(cluster_id) FROM face_pins)").fetchone()
+            self.fresh_next = (int(row[0]) if row and row[0] is not None else 0) + 1
+        cid = self.fresh_next
+        self.fresh_next += 1
+        return cid
+
+
+def _diff(before: Facts, after: Facts) -> dict[str, Any]:
+    """Only the faces whose facts changed, both states of the clusters and people involved,
+    and anchors: members that stayed in each cluster a changed face left."""
+    changed = {f: [before["faces"][f], after["faces"].get(f, before["faces"][f])]
+               for f in before["faces"]
+               if before["faces"][f] != after["faces"].get(f, before["faces"][f])}
+    left = {b[0] for b, _ in changed.values() if b[0] is not None} | \
+        {b[3] for b, _ in changed.values() if b[3] is not None}
+    anchors: dict[str, list[int]] = {str(c): [] for c in left}
+    for f, facts in before["faces"].items():
+        c = facts[0]
+        if c in left and f not in changed and len(anchors[str(c)]) < ANCHORS:
+            anchors[str(c)].append(int(f))
+    return {"faces": changed, "anchors": anchors,
+            "clusters_before": before["clusters"], "clusters_after": after["clusters"],
+            "people_before": before["people"], "people_after": after["people"]}
+
+
+def _focus_before(kind: str, before: Facts, after: Facts, state: dict[str, Any],
+                  focus: int | None) -> int | None:
+    """The cluster to show the user after this change is undone."""
+    removed = [int(c) for c in before["clusters"] if c not in after["clusters"]]
+    if removed:
+        return removed[0]  # a merge's second person comes back
+    if kind in ("move", "split"):
+        sources = [b[0] for b, _ in state["faces"].values() if b[0] is not None]
+        if sources:
+            return Counter(sources).most_common(1)[0][0]
+    return focus
+
+
+def _change_row(row: tuple[Any, ...]) -> Change:
+    at = row[3]
+    return Change(change_id=int(row[0]), kind=str(row[1]), summary=str(row[2]),
+                  at=at.isoformat(timespec="seconds") if hasattr(at, "isoformat") else str(at),
+                  cluster_id=None if row[4] is None else int(row[4]), undone=bool(row[5]))
