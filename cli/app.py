@@ -152,9 +152,10 @@ def status(
         typer.echo(f"failed:    {item['path']}: {item['reason']}")
 
 
-from cli import cluster_cmds, export_cmd, watch_cmd  # noqa: E402  (commands in own modules)
+from cli import cluster_cmds, export_cmd, serve_cmd, watch_cmd  # noqa: E402  (commands in own modules)
 
 watch_cmd.register(app)
+serve_cmd.register(app)
 cluster_cmds.register(app)
 export_cmd.register(app)
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexNotFound, ModelMismatch
+from .errors import IndexNotFound, ModelMismatch, UnreadableImage
 from .imageio import decode
 from .locks import IngestLock
 from .models import AUTO, FaceModel, create_model
@@ -75,6 +75,28 @@ def query_image(settings: Settings, image: Path, k: int) -> list[QueryFace]:
     if not settings.catalog_path.exists():
         raise IndexNotFound(f"no index at {settings.home}; run `faceidx index PATH` first")
     rgb = decode(image, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+    return query_rgb(settings, rgb, k)
+
+
+def query_bytes(settings: Settings, data: bytes, k: int, *, name: str = "upload",
+                model: FaceModel | None = None) -> list[QueryFace]:
+    """query_image for a photo's bytes (the web app's upload); `model` may be one kept loaded."""
+    import hashlib
+
+    from .imageio import RawFile, decode_raw
+
+    if not settings.catalog_path.exists():
+        raise IndexNotFound(f"no index at {settings.home}; run `faceidx index PATH` first")
+    if not data:
+        raise UnreadableImage(name, "empty file (0 bytes)")
+    raw = RawFile(path=Path(name), data=data, size=len(data), mtime=0.0,
+                  content_hash=hashlib.blake2b(data, digest_size=20).hexdigest())
+    return query_rgb(settings, decode_raw(raw, max_pixels=settings.max_image_pixels), k,
+                     model=model)
+
+
+def query_model(settings: Settings) -> FaceModel:
+    """The loaded model that made the index at settings.home, to embed query photos."""
     info = stored_model(settings)
     if info is None:
         raise IndexNotFound(f"the index at {settings.home} is empty; index some photos first")
@@ -83,6 +105,13 @@ def query_image(settings: Settings, image: Path, k: int) -> list[QueryFace]:
     if model.info != info:
         raise ModelMismatch(f"the index at {settings.home} was made by {info.name} with weights "
                             f"{info.weights}; the model now loads weights {model.info.weights}")
+    return model
+
+
+def query_rgb(settings: Settings, rgb: Any, k: int, *,
+              model: FaceModel | None = None) -> list[QueryFace]:
+    """Every face in an RGB array with its k most similar indexed faces."""
+    model = model or query_model(settings)
     faces = model.analyze([rgb])[0]
     if not faces:
         return []

@@ -73,6 +73,15 @@ class Settings:
     """`watch` reclusters once this many new faces arrived and its queue is empty (0: never)."""
     recluster_interval: float = 3600.0
     """...or this many seconds after the last recluster if new faces arrived (0: never)."""
+    crop_size: int = 160
+    """Side in pixels of the square face crops the web app shows (cached under the home)."""
+    crop_cache_mb: int = 256
+    """Bound on the crop cache in the index home; the oldest crops are removed past it."""
+    suggest_distance: float | None = None
+    """The web app suggests an unassigned face as a person within this distance of its
+    centroid; None takes 1.5 times the assignment threshold."""
+    upload_max_bytes: int = 20 * 1024 * 1024
+    """Largest photo the web app accepts for a search by photo."""
 
     @property
     def catalog_path(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..migrations import SCHEMA_VERSION
 from .base import StoreBase
+from .browse import BrowseMixin
 from .faces import FacesMixin
 from .history import HistoryMixin
 from .images import ImagesMixin
@@ -27,7 +28,8 @@ from .rows import (
 from .vectors import VectorsMixin
 
 
-class Store(HistoryMixin, PeopleMixin, FacesMixin, VectorsMixin, ImagesMixin, StoreBase):
+class Store(BrowseMixin, HistoryMixin, PeopleMixin, FacesMixin, VectorsMixin, ImagesMixin,
+            StoreBase):
     """DuckDB catalog plus FAISS cache of one index home."""
 
 

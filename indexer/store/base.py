@@ -72,15 +72,34 @@ class StoreBase:
         return store
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the catalog, waiting (up to settings.lock_timeout) while another process
+        writes it. Within one process (`watch --serve`, the web app's threads) DuckDB refuses
+        a read-only and a read-write connection side by side: a reader then shares the
+        writer's configuration (it still only reads), and a writer waits for the readers."""
         if self._con is not None:
             return self._con
+        path = str(self.settings.catalog_path)
         deadline = time.monotonic() + self.settings.lock_timeout
         delay = 0.02
         while True:
             try:
-                self._con = duckdb.connect(str(self.settings.catalog_path),
-                                           read_only=self.read_only)
+                self._con = duckdb.connect(path, read_only=self.read_only)
                 return self._con
+            except duckdb.ConnectionException as exc:
+                if "different configuration" not in str(exc):
+                    raise
+                if self.read_only:
+                    try:
+                        self._con = duckdb.connect(path)
+                        return self._con
+                    except duckdb.ConnectionException as again:
+                        if "different configuration" not in str(again):
+                            raise
+                if time.monotonic() > deadline:
+                    raise IndexBusy(f"{path}: this process kept the catalog open for "
+                                    f"{self.settings.lock_timeout:.0f} s; try again") from exc
+                time.sleep(0.01)
+                continue
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     if "lock" in str(exc).lower():
@@ -89,8 +108,8 @@ class StoreBase:
                             f"catalog busy for {self.settings.lock_timeout:.0f} s; try again"
                         ) from exc
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def release(self) -> None:
         """Close the DuckDB connection so other processes can open the catalog."""
@@ -125,8 +144,13 @@ class StoreBase:
             self._pending_remove.clear()
             self._done_with_connection()
             raise
+        removed = list(self._pending_remove)
         self._apply_pending_faiss()
         self._done_with_connection()
+        if removed:
+            from ..crops import remove_crops
+
+            remove_crops(self.settings.home, removed)
 
     @contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -83,7 +83,6 @@ class Counts:
     unassigned: int
 
 
-
 @dataclass(frozen=True)
 class Change:
     """One row of the correction history."""
@@ -94,3 +93,42 @@ class Change:
     at: str  # ISO timestamp
     cluster_id: int | None  # the person it left the user looking at
     undone: bool
+
+
+@dataclass(frozen=True)
+class BrowsePerson:
+    """A person (cluster) as a page shows it: name, size and representative face."""
+
+    cluster_id: int
+    name: str | None
+    size: int
+    medoid_face_id: int | None
+    medoid_bbox: tuple[float, float, float, float] | None
+    medoid_hash: str | None = None
+    """Content hash of the medoid's photo (part of its crop's cache key)."""
+
+
+@dataclass(frozen=True)
+class BrowseFace:
+    """A face with its photo and its person, as pages and crops need it."""
+
+    face_id: int
+    image_id: int
+    path: str
+    bbox: BBox
+    cluster_id: int | None
+    person: str | None
+    assign_distance: float | None
+    assign_reason: str | None
+    content_hash: str | None
+
+
+@dataclass(frozen=True)
+class PhotoRow:
+    image_id: int
+    path: str
+    status: str
+    error: str | None
+    width: int | None
+    height: int | None
+    content_hash: str | None

@@ -1,0 +1,172 @@
+"""Read use cases behind the web app's pages: people, a person's faces, unassigned faces grouped
+by the person they may be, and a photo with its faces. Each opens the catalog for one request and
+closes it, so it works beside the watch daemon (which writes between its batches)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BadInput, NotFound
+from .service import open_for_reading
+from .settings import Settings
+from .store.rows import BrowseFace, BrowsePerson, PhotoRow
+
+MAX_PAGE = 500
+"""Largest page a request may ask for."""
+SUGGEST_FACTOR = 1.5
+"""Default suggestion distance as a multiple of the model's assignment threshold."""
+
+
+@dataclass(frozen=True)
+class PeoplePage:
+    people: list[BrowsePerson]
+    total: int
+    offset: int
+    limit: int
+    query: str
+
+
+@dataclass(frozen=True)
+class PersonPage:
+    person: BrowsePerson
+    faces: list[BrowseFace]
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Unassigned faces whose nearest person is close: "these 12 may be Alice"."""
+
+    person: BrowsePerson
+    faces: list[BrowseFace]
+    distances: list[float]
+
+
+@dataclass(frozen=True)
+class UnassignedPage:
+    suggestions: list[Suggestion]
+    others: list[BrowseFace]
+    total: int
+    shown: int
+    distance: float
+
+
+@dataclass(frozen=True)
+class PhotoPage:
+    photo: PhotoRow
+    faces: list[BrowseFace]
+
+
+def check_page(offset: int, limit: int) -> None:
+    if offset < 0:
+        raise BadInput(f"offset {offset} is negative")
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadInput(f"limit {limit} is outside 1..{MAX_PAGE}")
+
+
+def people_page(settings: Settings, query: str | None = None, offset: int = 0,
+                limit: int = 100) -> PeoplePage:
+    """People, named first then largest; `query` filters by name (or cluster id)."""
+    check_page(offset, limit)
+    query = (query or "").strip()
+    with open_for_reading(settings) as store:
+        people, total = store.people_page(query or None, offset, limit)
+    return PeoplePage(people=people, total=total, offset=offset, limit=limit, query=query)
+
+
+def person_page(settings: Settings, cluster_id: int, offset: int = 0,
+                limit: int = 120) -> PersonPage:
+    """One person and a page of their faces; NotFound for an unknown id."""
+    check_page(offset, limit)
+    with open_for_reading(settings) as store:
+        person = store.person(cluster_id)
+        faces = store.person_faces(cluster_id, offset, limit)
+    return PersonPage(person=person, faces=faces, offset=offset, limit=limit)
+
+
+def resolve_person(settings: Settings, ref: str) -> int:
+    """A person's cluster id from its id or name (as the CLI takes them)."""
+    ref = ref.strip()
+    if not ref:
+        raise BadInput("no person given: type a name or a cluster id")
+    with open_for_reading(settings) as store:
+        return store.cluster_id_for(ref)
+
+
+def faces(settings: Settings, face_ids: list[int]) -> list[BrowseFace]:
+    """These faces with their photos and people; NotFound names an id the catalog lacks."""
+    with open_for_reading(settings) as store:
+        found = store.browse_faces(face_ids)
+    missing = sorted(set(face_ids) - {f.face_id for f in found})
+    if missing:
+        raise NotFound(f"no face {', '.join(map(str, missing[:5]))} in {settings.home}")
+    return found
+
+
+def faces_present(settings: Settings, face_ids: list[int]) -> list[BrowseFace]:
+    """Those of these faces the catalog still holds."""
+    with open_for_reading(settings) as store:
+        return store.browse_faces(face_ids)
+
+
+def named_people(settings: Settings) -> list[BrowsePerson]:
+    """Every named person (for "move to…" choices)."""
+    with open_for_reading(settings) as store:
+        people, _ = store.people_page(None, 0, MAX_PAGE)
+    return [p for p in people if p.name]
+
+
+def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
+    """The newest unassigned faces, grouped by their nearest person when within
+    settings.suggest_distance of that person's centroid (never a person the user ruled out)."""
+    from .assign import threshold_for
+    from .store import distance_from_ip
+
+    check_page(0, limit)
+    with open_for_reading(settings) as store:
+        distance = settings.suggest_distance
+        if distance is None:
+            distance = round(SUGGEST_FACTOR * threshold_for(store.model.name, settings), 3)
+        ids, vectors, total = store.unassigned_faces(limit)
+        cluster_ids, centroids, _ = store.centroids()
+        faces = {f.face_id: f for f in store.browse_faces(ids.tolist())}
+        rejected = store.rejections_of(ids.tolist())
+        nearest: dict[int, list[tuple[float, int]]] = {}
+        others: list[BrowseFace] = []
+        if len(cluster_ids):
+            norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+            unit = centroids / np.where(norms > 0, norms, 1.0)
+            dist = distance_from_ip(vectors @ unit.T)
+            order = np.argsort(dist, axis=1)[:, :8]
+        for row, face_id in enumerate(ids.tolist()):
+            best = None
+            if len(cluster_ids):
+                for col in order[row]:
+                    cid = int(cluster_ids[col])
+                    if (face_id, cid) not in rejected:
+                        best = (float(dist[row, col]), cid)
+                        break
+            if best is not None and best[0] <= distance:
+                nearest.setdefault(best[1], []).append((best[0], face_id))
+            elif face_id in faces:
+                others.append(faces[face_id])
+        people = {cid: store.person(cid) for cid in nearest}
+    suggestions = []
+    for cid, members in sorted(nearest.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        members.sort()
+        suggestions.append(Suggestion(person=people[cid],
+                                      faces=[faces[f] for _, f in members if f in faces],
+                                      distances=[d for d, f in members if f in faces]))
+    return UnassignedPage(suggestions=suggestions, others=others, total=total,
+                          shown=len(ids), distance=distance)
+
+
+def photo_page(settings: Settings, image_id: int) -> PhotoPage:
+    with open_for_reading(settings) as store:
+        photo, faces = store.photo(image_id)
+    if photo.status != "ok":
+        raise NotFound(f"photo {image_id} ({photo.path}) could not be indexed: {photo.error}")
+    return PhotoPage(photo=photo, faces=faces)

@@ -1,0 +1,133 @@
+"""The app factory: `create_app(settings, ...)` builds the ASGI app over one index home.
+
+Nothing here holds state at module level: each app gets its settings, its per-start token and
+its crop cache, so tests build one per test over a home under tmp_path.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from indexer.crops import CropCache
+from indexer.errors import Conflict, FaceidxError, IndexBusy, IndexNotFound, NotFound
+from indexer.settings import Settings
+
+from .guard import Guard
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class WebContext:
+    """What every route needs, handed in by create_app."""
+
+    settings: Settings
+    read_only: bool
+    token: str
+    crops: CropCache
+    templates: Jinja2Templates
+    _model: Any = None
+    _model_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def query_model(self) -> Any:
+        """The face model for search by photo, loaded once on first use."""
+        from indexer import service
+
+        with self._model_lock:
+            if self._model is None:
+                self._model = service.query_model(self.settings)
+            return self._model
+
+
+def status_for(exc: FaceidxError) -> int:
+    if isinstance(getattr(exc, "http_status", None), int):
+        return int(exc.http_status)  # type: ignore[attr-defined]
+    if isinstance(exc, NotFound | IndexNotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, IndexBusy):
+        return 503
+    return 400  # BadInput, UnreadableImage and every other refusal
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def wants_json(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith(("/api/", "/faces/")) or "hx-request" in request.headers
+
+
+def create_app(settings: Settings, *, read_only: bool = False, token: str | None = None,
+               host: str = "127.0.0.1", port: int | None = 8765) -> FastAPI:
+    """The web app over the index at settings.home.
+
+    Requests must carry Host `host:port` (or `localhost:port` for a loopback host); every
+    request that is not GET/HEAD must carry `token` in X-Faceidx-Token (a fresh random one when
+    not given); with read_only every action is refused and shown disabled."""
+    token = token or secrets.token_urlsafe(24)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    ctx = WebContext(settings=settings, read_only=read_only, token=token,
+                     crops=CropCache(settings), templates=templates)
+    app = FastAPI(title="faceidx", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ctx = ctx
+
+    @app.exception_handler(FaceidxError)
+    async def _faceidx_error(request: Request, exc: FaceidxError) -> Response:
+        code = status_for(exc)
+        if wants_json(request):
+            return JSONResponse({"error": one_line(exc)}, status_code=code)
+        return templates.TemplateResponse(request, "error.html",
+                                          {**page_context(request), "message": one_line(exc),
+                                           "code": code}, status_code=code)
+
+    from . import api, pages
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.add_middleware(Guard, hosts=allowed_hosts(host, port), token=token, read_only=read_only)
+    return app
+
+
+def allowed_hosts(host: str, port: int | None) -> set[str]:
+    """Host header values this server answers: the bound host:port (DNS-rebinding guard)."""
+    names = {host}
+    if host in ("127.0.0.1", "::1", "localhost"):
+        names |= {"localhost", "127.0.0.1"}
+    out = set()
+    for name in names:
+        shown = f"[{name}]" if ":" in name else name
+        out.add(shown if port is None else f"{shown}:{port}")
+    return out
+
+
+def page_context(request: Request) -> dict[str, Any]:
+    """What the base template shows on every page: token, read-only, the last change."""
+    ctx: WebContext = request.app.state.ctx
+    return {"token": ctx.token, "read_only": ctx.read_only, "last_change": last_change(ctx),
+            "nav": request.url.path}
+
+
+def last_change(ctx: WebContext) -> Any:
+    from indexer import corrections
+
+    try:
+        changes = corrections.history(ctx.settings, limit=20)
+    except FaceidxError:
+        return None
+    return next((c for c in changes if not c.undone and c.kind != "undo"), None)

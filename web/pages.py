@@ -1,0 +1,148 @@
+"""The HTML pages: each is a template plus one use-case call."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+
+from indexer import browse, service
+
+from .app import WebContext, page_context
+from .views import face_url, label, person_crop_url
+
+router = APIRouter()
+
+PEOPLE_PER_PAGE = 100
+FACES_PER_PAGE = 120
+
+
+def _ctx(request: Request) -> WebContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def _render(request: Request, template: str, **values: Any) -> HTMLResponse:
+    ctx = _ctx(request)
+    helpers = {"face_url": face_url, "person_crop_url": person_crop_url, "label": label}
+    return ctx.templates.TemplateResponse(request, template,
+                                          {**page_context(request), **helpers, **values})
+
+
+@router.get("/", response_class=HTMLResponse)
+def people(request: Request, q: str = "", offset: int = 0) -> Any:
+    page = browse.people_page(_ctx(request).settings, q, offset, PEOPLE_PER_PAGE)
+    return _render(request, "people.html", page=page, title="People")
+
+
+@router.get("/people/{cluster_id}", response_class=HTMLResponse)
+def person(request: Request, cluster_id: int, offset: int = 0) -> Any:
+    ctx = _ctx(request)
+    page = browse.person_page(ctx.settings, cluster_id, offset, FACES_PER_PAGE)
+    return _render(request, "person.html", page=page, title=label(page.person),
+                   named=browse.named_people(ctx.settings))
+
+
+@router.get("/people/{cluster_id}/merge", response_class=HTMLResponse)
+def merge_preview(request: Request, cluster_id: int, into: str = "") -> Any:
+    """Both people side by side and what merging `cluster_id` into `into` will do."""
+    from indexer import corrections
+
+    ctx = _ctx(request)
+    target = browse.resolve_person(ctx.settings, into)
+    preview = corrections.merge_preview(ctx.settings, target, cluster_id)
+    into_page = browse.person_page(ctx.settings, target, 0, 12)
+    other_page = browse.person_page(ctx.settings, cluster_id, 0, 12)
+    return _render(request, "merge.html", preview=preview, into=into_page, other=other_page,
+                   title="Merge")
+
+
+@router.get("/unassigned", response_class=HTMLResponse)
+def unassigned(request: Request) -> Any:
+    ctx = _ctx(request)
+    return _render(request, "unassigned.html", page=browse.unassigned(ctx.settings),
+                   named=browse.named_people(ctx.settings), title="Unassigned")
+
+
+@router.get("/photos/{image_id}", response_class=HTMLResponse)
+def photo(request: Request, image_id: int) -> Any:
+    page = browse.photo_page(_ctx(request).settings, image_id)
+    return _render(request, "photo.html", page=page, title=page.photo.path.rsplit("/", 1)[-1])
+
+
+@router.get("/search", response_class=HTMLResponse)
+def search_form(request: Request) -> Any:
+    return _render(request, "search.html", title="Search by photo", results=None)
+
+
+@router.post("/search", response_class=HTMLResponse)
+async def search(request: Request) -> Any:
+    """The results of a search by photo, as a fragment for htmx (or a whole page)."""
+    from .search import run_search
+
+    ctx = _ctx(request)
+    data, results = await run_search(request, ctx)
+    faces = await run_in_threadpool(_search_faces, ctx, data, results)
+    template = "_search_results.html" if "hx-request" in request.headers else "search.html"
+    return _render(request, template, results=faces, title="Search by photo")
+
+
+def _search_faces(ctx: WebContext, data: bytes,
+                  results: list[service.QueryFace]) -> list[dict[str, Any]]:
+    found = {f.face_id: f for f in browse.faces_present(
+        ctx.settings, sorted({m.face_id for r in results for m in r.matches}))}
+    crops = query_face_crops(data, [list(r.bbox) for r in results], ctx.settings.crop_size)
+    out = []
+    for result, crop in zip(results, crops, strict=True):
+        item = _search_face(ctx, result)
+        item["crop"] = crop
+        item["faces"] = [(m, found[m.face_id]) for m in result.matches if m.face_id in found]
+        out.append(item)
+    return out
+
+
+def _search_face(ctx: WebContext, face: service.QueryFace) -> dict[str, Any]:
+    """One query face: its closest people (best distance each) and faces, and a verdict."""
+    from indexer.assign import threshold_for
+
+    people: dict[int, dict[str, Any]] = {}
+    for m in face.matches:
+        if m.cluster_id is None or m.cluster_id < 0:
+            continue
+        best = people.get(m.cluster_id)
+        if best is None or m.distance < best["distance"]:
+            people[m.cluster_id] = {"cluster_id": m.cluster_id, "distance": m.distance,
+                                    "name": m.person or f"Unnamed #{m.cluster_id}",
+                                    "face_id": m.face_id}
+    ranked = sorted(people.values(), key=lambda p: p["distance"])
+    threshold = threshold_for(ctx.query_model().info.name, ctx.settings)
+    return {"bbox": [round(v) for v in face.bbox], "people": ranked[:5], "threshold": threshold,
+            "best": ranked[0] if ranked else None}
+
+
+def query_face_crops(data: bytes, boxes: list[list[float]], size: int) -> list[str]:
+    """Data URIs of the query faces (the upload is not stored, so crops are inline)."""
+    from PIL import Image, ImageOps
+
+    from indexer.crops import face_crop
+
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    out = []
+    for box in boxes:
+        buf = io.BytesIO()
+        face_crop(img, tuple(float(v) for v in box), size).save(buf, "JPEG", quality=80)
+        out.append("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode())
+    return out
+
+
+@router.get("/status", response_class=HTMLResponse)
+def status(request: Request) -> Any:
+    from indexer import corrections
+
+    ctx = _ctx(request)
+    info = service.status(ctx.settings, with_failures=True)
+    return _render(request, "status.html", info=info, title="Status",
+                   history=corrections.history(ctx.settings, limit=20))
