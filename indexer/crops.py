@@ -132,6 +132,7 @@ class CropCache:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+        self._make_lock = threading.Lock()
         self._written = 0
 
     def path_for(self, face_id: int) -> Path:
@@ -150,10 +151,23 @@ class CropCache:
 
     def make(self, faces: list[BrowseFace]) -> None:
         """Write the missing crops of faces that share one photo (it is decoded once)."""
+        with self._make_lock:  # two pages asking for faces of one photo decode it once
+            written = self._make(faces)
+        if not written:
+            return
+        with self._lock:
+            self._written += written
+            due = self._written >= PRUNE_EVERY
+            if due:
+                self._written = 0
+        if due:
+            self.prune()
+
+    def _make(self, faces: list[BrowseFace]) -> int:
         home = self.settings.home
         missing = [f for f in faces if not crop_path(home, f).exists()]
         if not missing:
-            return
+            return 0
         first = missing[0]
         raw = read_catalog_photo(self.settings, first.path, first.content_hash)
         try:
@@ -164,19 +178,14 @@ class CropCache:
             target = crop_path(home, face)
             target.parent.mkdir(parents=True, exist_ok=True)
             for old in target.parent.glob(f"{face.face_id}-*.jpg"):
-                old.unlink(missing_ok=True)  # an older face that had this id
+                if old != target:
+                    old.unlink(missing_ok=True)  # an older face that had this id
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
             with os.fdopen(fd, "wb") as fh:
                 face_crop(rgb, face.bbox, self.settings.crop_size).save(
                     fh, "JPEG", quality=JPEG_QUALITY)
             os.replace(tmp, target)
-        with self._lock:
-            self._written += len(missing)
-            due = self._written >= PRUNE_EVERY
-            if due:
-                self._written = 0
-        if due:
-            self.prune()
+        return len(missing)
 
     def prune(self) -> int:
         """Remove the oldest crops until the cache fits its bound; returns how many."""

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from indexer.crops import CropCache
-from indexer.errors import Conflict, FaceidxError, IndexBusy, IndexNotFound, NotFound
+from indexer.errors import BadInput, Conflict, FaceidxError, IndexBusy, IndexNotFound, NotFound
 from indexer.settings import Settings
 
 from .guard import Guard
@@ -81,6 +82,9 @@ def create_app(settings: Settings, *, read_only: bool = False, token: str | None
     not given); with read_only every action is refused and shown disabled."""
     token = token or secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    from .views import face_url, label, person_crop_url
+
+    templates.env.globals.update(face_url=face_url, label=label, person_crop_url=person_crop_url)
     ctx = WebContext(settings=settings, read_only=read_only, token=token,
                      crops=CropCache(settings), templates=templates)
     app = FastAPI(title="faceidx", docs_url=None, redoc_url=None, openapi_url=None)
@@ -94,6 +98,16 @@ def create_app(settings: Settings, *, read_only: bool = False, token: str | None
         return templates.TemplateResponse(request, "error.html",
                                           {**page_context(request), "message": one_line(exc),
                                            "code": code}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("loc", ("",))[0] == "path" for e in errors):
+            return await _faceidx_error(request, NotFound(f"no such page: {request.url.path}"))
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return await _faceidx_error(
+            request, BadInput(f"{where}: {first.get('msg', 'invalid value')}"))
 
     from . import api, pages
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from indexer import browse, service
 
 from .app import WebContext, page_context
-from .views import face_url, label, person_crop_url
+from .views import label
 
 router = APIRouter()
 
@@ -26,10 +26,8 @@ def _ctx(request: Request) -> WebContext:
 
 
 def _render(request: Request, template: str, **values: Any) -> HTMLResponse:
-    ctx = _ctx(request)
-    helpers = {"face_url": face_url, "person_crop_url": person_crop_url, "label": label}
-    return ctx.templates.TemplateResponse(request, template,
-                                          {**page_context(request), **helpers, **values})
+    return _ctx(request).templates.TemplateResponse(request, template,
+                                                    {**page_context(request), **values})
 
 
 @router.get("/", response_class=HTMLResponse)
