@@ -74,19 +74,22 @@ def wants_json(request: Request) -> bool:
 
 
 def create_app(settings: Settings, *, read_only: bool = False, token: str | None = None,
-               host: str = "127.0.0.1", port: int | None = 8765) -> FastAPI:
+               host: str = "127.0.0.1", port: int | None = 8765,
+               query_model: Any = None) -> FastAPI:
     """The web app over the index at settings.home.
 
     Requests must carry Host `host:port` (or `localhost:port` for a loopback host); every
     request that is not GET/HEAD must carry `token` in X-Faceidx-Token (a fresh random one when
-    not given); with read_only every action is refused and shown disabled."""
+    not given); with read_only every action is refused and shown disabled. `query_model`, a
+    loaded FaceModel of the index's model, embeds search uploads (else loaded on first search).
+    """
     token = token or secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     from .views import face_url, label, person_crop_url
 
     templates.env.globals.update(face_url=face_url, label=label, person_crop_url=person_crop_url)
     ctx = WebContext(settings=settings, read_only=read_only, token=token,
-                     crops=CropCache(settings), templates=templates)
+                     crops=CropCache(settings), templates=templates, _model=query_model)
     app = FastAPI(title="faceidx", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
 

@@ -19,12 +19,13 @@ BASE_URL = f"http://{HOST}:{PORT}"
 
 
 @pytest.fixture(scope="session")
-def web_built(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """five_celebrity (4 photos of each), two group photos and a broken file, indexed with dlib
-    and reclustered; returns the folder holding `home/` and `photos/`."""
-    from typer.testing import CliRunner
-
-    from cli.app import app
+def web_built(faces_dir: Path, dlib_model, tmp_path_factory: pytest.TempPathFactory  # type: ignore[no-untyped-def]
+              ) -> Path:
+    """five_celebrity (4 photos of each), two group photos and a broken file, indexed with the
+    session's dlib model and reclustered; returns the folder holding `home/` and `photos/`."""
+    from indexer.pipeline import Indexer
+    from indexer.recluster import recluster
+    from indexer.store import Store
 
     root = tmp_path_factory.mktemp("web")
     source = faces_dir / "five_celebrity"
@@ -34,9 +35,12 @@ def web_built(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
                                                          "fr_kit_with_rose.jpg")],
               root / "photos" / "groups")
     link_tree([faces_dir / "broken" / "not_an_image.jpg"], root / "photos" / "broken")
-    for args in (["index", "--model", "dlib", str(root / "photos")], ["recluster"]):
-        result = CliRunner().invoke(app, [*args, "--home", str(root / "home")])
-        assert result.exit_code == 0, result.stderr
+    settings = settings_mod.load({"home": root / "home"}, environ={})
+    with Store.open(settings, dlib_model.info) as store:
+        with Indexer(store, dlib_model, settings) as indexer:
+            summary = indexer.index([root / "photos"])
+        assert summary.failed == 1 and summary.faces_added > 20
+        recluster(store, settings)
     return root
 
 
@@ -52,18 +56,19 @@ def web_settings(web_home: Path) -> Settings:
     return settings_mod.load({"home": web_home})
 
 
-def make_client(settings: Settings, *, read_only: bool = False):  # type: ignore[no-untyped-def]
+def make_client(settings: Settings, *, read_only: bool = False, model=None):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from web import create_app
 
-    app = create_app(settings, read_only=read_only, token=TOKEN, host=HOST, port=PORT)
+    app = create_app(settings, read_only=read_only, token=TOKEN, host=HOST, port=PORT,
+                     query_model=model)
     return TestClient(app, base_url=BASE_URL)
 
 
 @pytest.fixture
-def client(web_settings: Settings):  # type: ignore[no-untyped-def]
-    with make_client(web_settings) as c:
+def client(web_settings: Settings, dlib_model):  # type: ignore[no-untyped-def]
+    with make_client(web_settings, model=dlib_model) as c:
         yield c
 
 

@@ -288,12 +288,17 @@ def test_body_that_is_not_json_is_refused(client, web_settings: Settings) -> Non
 
 # ---------------------------------------------------------------------- search by photo
 def test_search_by_photo_answers_what_query_answers(client, web_settings: Settings,
-                                                    faces_dir: Path) -> None:  # type: ignore[no-untyped-def]
+                                                    faces_dir: Path, dlib_model
+                                                    ) -> None:  # type: ignore[no-untyped-def]
+    from indexer.imageio import decode
+
     photo = faces_dir / "group_photos" / "fr_kit_with_rose.jpg"
     r = client.post("/api/search", files={"photo": (photo.name, photo.read_bytes())},
                     headers=AUTH)
     assert r.status_code == 200
-    expected = [q.to_json() for q in service.query_image(web_settings, photo, 10)]
+    rgb = decode(photo, max_pixels=web_settings.max_image_pixels,
+                 max_bytes=web_settings.max_file_bytes)  # as `faceidx query` reads a file
+    expected = [q.to_json() for q in service.query_rgb(web_settings, rgb, 10, model=dlib_model)]
     assert r.json() == expected and len(expected) == 2
     page = client.post("/search", files={"photo": (photo.name, photo.read_bytes())},
                        headers={**AUTH, "HX-Request": "true"})
@@ -308,7 +313,7 @@ def test_search_refuses_what_is_not_an_image_or_too_large(client, web_settings: 
     r = client.post("/api/search", files={"other": ("x", b"1")}, headers=AUTH)
     assert r.status_code == 400 and "photo" in r.json()["error"]
     small = replace(web_settings, upload_max_bytes=1000)
-    with make_client(small) as c:
+    with make_client(small, model=client.app.state.ctx.query_model()) as c:
         photo = faces_dir / "group_photos" / "fr_kit_with_rose.jpg"
         r = c.post("/api/search", files={"photo": (photo.name, photo.read_bytes())},
                    headers=AUTH)
