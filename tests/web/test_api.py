@@ -68,8 +68,9 @@ def test_face_crop_is_a_cached_jpeg(client, web_settings: Settings) -> None:  # 
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert r.content[:3] == b"\xff\xd8\xff"
     assert "immutable" in r.headers["cache-control"]
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     assert Image.open(io.BytesIO(r.content)).size == (web_settings.crop_size,) * 2
     cached = list((web_settings.home / "crops").glob(f"*/{face['face_id']}-*.jpg"))
