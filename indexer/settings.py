@@ -46,8 +46,9 @@ class Settings:
     max_file_bytes: int = 512 * 1024 * 1024
     detect_max_side: int = 1024
     """Faces are detected on a copy whose longer side is at most this; crops use full resolution."""
-    min_face_size: int = 20
-    """Smallest face (shorter box side, full-resolution pixels) that is kept."""
+    min_face_size: int | None = None
+    """Smallest face (shorter box side, full-resolution pixels) that is kept; None takes the
+    model's own (sface 10, dlib and facenet 20)."""
     min_score: float | None = None
     """Detection-score floor; None takes the model's own default."""
     facenet_weights: Path | None = None

@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--models", default="sface,dlib")
     parser.add_argument("--sizes", default="640,1024,1600,2048")
     parser.add_argument("--scores", default="0.6,0.7,0.8,0.9")
+    parser.add_argument("--min-face-sizes", default="10,20",
+                        help="smallest face kept (full-resolution pixels), comma-separated")
     args = parser.parse_args()
 
     base = settings_mod.load({"home": Path("/nonexistent")}, environ={})
@@ -43,15 +45,16 @@ def main() -> None:
               for p in [*groups, *non_faces]}
     total = sum(groups.values())
     print(f"{len(groups)} group photos, {total} labelled faces; {len(non_faces)} non-face photos")
-    print("| model | detect_max_side | min_score | found on groups | recall | extra | "
-          "false faces (non_faces) | opencv_group1 (~25) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | min_face_size | detect_max_side | min_score | found on groups | recall | "
+          "extra | false faces (non_faces) | opencv_group1 (~25) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         sizes = [int(s) for s in args.sizes.split(",")] if name == "sface" else [1024]
         scores = [float(s) for s in args.scores.split(",")] if name == "sface" else [None]
-        for size in sizes:
-            settings = replace(base, detect_max_side=size, min_score=min(scores)
-                               if scores[0] is not None else None)
+        for min_size, size in [(m, s) for m in map(int, args.min_face_sizes.split(","))
+                               for s in sizes]:
+            settings = replace(base, detect_max_side=size, min_face_size=min_size,
+                               min_score=min(scores) if scores[0] is not None else None)
             model = create_model(name, settings)
             found = {p: model.analyze([rgb])[0] for p, rgb in images.items()}
             for floor in scores:
@@ -62,7 +65,8 @@ def main() -> None:
                 extra = sum(max(0, count(p) - n) for p, n in groups.items())
                 false = sum(count(p) for p in non_faces)
                 group1 = count(args.faces / "group_photos" / "opencv_group1.jpg")
-                print(f"| {name} | {size} | {floor if floor is not None else 'default'} | "
+                shown = floor if floor is not None else "default"
+                print(f"| {name} | {min_size} | {size} | {shown} | "
                       f"{sum(count(p) for p in groups)} | {hits / total:.2f} ({hits}/{total}) | "
                       f"{extra} | {false} | {group1} |", flush=True)
 

