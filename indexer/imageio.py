@@ -89,8 +89,12 @@ def read_raw(path: Path, *, max_bytes: int) -> RawFile:
                    content_hash=digest)
 
 
-def decode_raw(raw: RawFile, *, max_pixels: int) -> npt.NDArray[np.uint8]:
-    """Decode to an upright RGB array (EXIF orientation applied), or raise UnreadableImage."""
+def decode_raw(raw: RawFile, *, max_pixels: int, reduce: int = 1) -> npt.NDArray[np.uint8]:
+    """Decode to an upright RGB array (EXIF orientation applied), or raise UnreadableImage.
+
+    reduce > 1 lets a JPEG decode at 1/2, 1/4 or 1/8 size in its DCT (Pillow's draft mode),
+    which is several times faster; the result is at least 1/reduce of the full size. Other
+    formats always decode at full size."""
     _register_heif()
     path = raw.path
     try:
@@ -105,6 +109,8 @@ def decode_raw(raw: RawFile, *, max_pixels: int) -> npt.NDArray[np.uint8]:
                     f"over the {max_pixels / 1e6:.0f} MP limit (possible decompression bomb; "
                     "raise FACEIDX_MAX_IMAGE_PIXELS if it is genuine)",
                 )
+            if reduce > 1 and img.format == "JPEG":
+                img.draft(img.mode, (max(1, width // reduce), max(1, height // reduce)))
             img.load()
             img = ImageOps.exif_transpose(img)
             rgb = np.asarray(_to_rgb(img), dtype=np.uint8)
@@ -122,6 +128,123 @@ def decode_raw(raw: RawFile, *, max_pixels: int) -> npt.NDArray[np.uint8]:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
         raise UnreadableImage(path, f"unexpected pixel layout {rgb.shape}")
     return rgb
+
+
+class Photo:
+    """One photo for a model, decoded only as far as needed: a reduced copy for detection
+    (JPEG draft mode), the full resolution only when a face needs it.
+
+    Sizes and boxes are in upright full-resolution pixels. A Photo pickles as its bytes and its
+    detection copy (worker processes decode the rest themselves), never as full-size pixels.
+    """
+
+    JPEG_REDUCTIONS = (8, 4, 2)
+
+    def __init__(self, raw: RawFile | None, *, max_pixels: int,
+                 rgb: npt.NDArray[np.uint8] | None = None) -> None:
+        self.raw = raw
+        self.max_pixels = max_pixels
+        self._decoded: dict[int, npt.NDArray[np.uint8]] = {}
+        self._detection: tuple[int, npt.NDArray[np.uint8], float] | None = None
+        self._size: tuple[int, int] | None = None
+        if rgb is not None:
+            self._decoded[1] = rgb
+            self._size = (int(rgb.shape[1]), int(rgb.shape[0]))
+
+    @classmethod
+    def of(cls, image: Photo | npt.NDArray[np.uint8]) -> Photo:
+        """A Photo as is, or an already decoded upright RGB array wrapped as one."""
+        return image if isinstance(image, Photo) else cls(None, max_pixels=0, rgb=image)
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.path) if self.raw is not None else "(pixels)"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Upright full-resolution (width, height)."""
+        if self._size is None:
+            assert self.raw is not None
+            self._size = _upright_size(self.raw)
+        return self._size
+
+    def _is_jpeg(self) -> bool:
+        return self.raw is not None and self.raw.data[:3] == b"\xff\xd8\xff"
+
+    def _decode(self, reduce: int) -> npt.NDArray[np.uint8]:
+        if reduce not in self._decoded:
+            assert self.raw is not None
+            rgb = decode_raw(self.raw, max_pixels=self.max_pixels, reduce=reduce)
+            if reduce == 1:
+                self._size = (int(rgb.shape[1]), int(rgb.shape[0]))
+            elif self._size is None:
+                self._size = _upright_size(self.raw)
+            self._decoded[reduce] = rgb
+        return self._decoded[reduce]
+
+    def _factor(self, rgb: npt.NDArray[np.uint8]) -> float:
+        return max(self.size) / max(rgb.shape[:2])
+
+    def detection_copy(self, max_side: int) -> tuple[npt.NDArray[np.uint8], float]:
+        """A copy whose longer side is at most max_side, and the factor from it to full size."""
+        if self._detection is not None and self._detection[0] == max_side:
+            return self._detection[1], self._detection[2]
+        reduce = 1
+        if self._is_jpeg() and 1 not in self._decoded:
+            longest = max(_upright_size(self.raw)) if self.raw is not None else 0
+            reduce = next((r for r in self.JPEG_REDUCTIONS if longest // r >= max_side), 1)
+        rgb = self._decode(reduce)
+        small, scale = bounded_copy(rgb, max_side)
+        self._detection = (max_side, small, scale * self._factor(rgb))
+        return small, self._detection[2]
+
+    def at_least(self, fraction: float) -> tuple[npt.NDArray[np.uint8], float]:
+        """The cheapest copy with at least `fraction` of full resolution (1: full), and the
+        factor from it to full size."""
+        for _, rgb in sorted(self._decoded.items(), reverse=True):
+            if 1.0 / self._factor(rgb) >= fraction * 0.999:
+                return rgb, self._factor(rgb)
+        reduce = 1
+        if self._is_jpeg():
+            reduce = next((r for r in self.JPEG_REDUCTIONS if 1.0 / r >= fraction), 1)
+        try:
+            rgb = self._decode(reduce)
+        except UnreadableImage as exc:
+            if not self._decoded:
+                raise
+            # the reduced copy decoded but this one does not: use the best copy there is
+            log.warning("%s: using a reduced copy (%s)", self.name, exc.reason)
+            rgb = self._decoded[min(self._decoded)]
+        return rgb, self._factor(rgb)
+
+    def decoded_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every copy decoded so far, smallest first."""
+        return sorted((int(a.shape[1]), int(a.shape[0])) for a in self._decoded.values())
+
+    def full(self) -> npt.NDArray[np.uint8]:
+        """The full-resolution pixels (or, should only a reduced copy decode, the largest)."""
+        rgb, factor = self.at_least(1.0)
+        if factor > 1.0001:
+            h, w = self.size[1], self.size[0]
+            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+        return rgb
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        if self.raw is not None:
+            state["_decoded"] = {}
+        return state
+
+
+def _upright_size(raw: RawFile) -> tuple[int, int]:
+    """The (width, height) a file shows once its EXIF orientation is applied (header only)."""
+    with Image.open(io.BytesIO(raw.data)) as img:
+        width, height = img.size
+        try:
+            orientation = img.getexif().get(0x0112, 1)
+        except Exception:  # a broken EXIF block: exif_transpose ignores it too
+            orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def decode(path: Path, *, max_pixels: int, max_bytes: int) -> npt.NDArray[np.uint8]:

@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 
 from .errors import FaceidxError, UnreadableImage
-from .imageio import RawFile, decode_raw, is_image_path, read_raw
+from .imageio import Photo, RawFile, is_image_path, read_raw
 from .models import FaceModel
 from .settings import Settings
 from .store import NewImage, Store
@@ -189,19 +189,22 @@ class Indexer:
             return exc
 
     def _analyze(self, raws: list[RawFile]) -> list[Analysis]:
-        """Decode (on threads), then detect and embed every photo of the batch at once."""
+        """Decode detection copies (on threads), then detect and embed the batch at once."""
         if not raws:
             return []
         decoded = list(self._pool.map(self._decode_one, raws))
         images = [d for d in decoded if not isinstance(d, UnreadableImage)]
         found = iter(self.model.analyze(images) if images else [])
-        return [(d, None) if isinstance(d, UnreadableImage)
-                else (next(found), (int(d.shape[1]), int(d.shape[0]))) for d in decoded]
+        return [(d, None) if isinstance(d, UnreadableImage) else (next(found), d.size)
+                for d in decoded]
 
-    def _decode_one(self, raw: RawFile) -> np.ndarray | UnreadableImage:
-        """The upright RGB pixels of a file, or why it cannot be used (never an exception)."""
+    def _decode_one(self, raw: RawFile) -> Photo | UnreadableImage:
+        """The photo with its detection copy decoded (JPEGs at reduced size; the model decodes
+        more only where a face needs it), or why it cannot be used (never an exception)."""
         try:
-            return decode_raw(raw, max_pixels=self.settings.max_image_pixels)
+            photo = Photo(raw, max_pixels=self.settings.max_image_pixels)
+            photo.detection_copy(self.settings.detect_max_side)
+            return photo
         except UnreadableImage as exc:
             return exc
         except Exception as exc:  # one strange file must never stop a run

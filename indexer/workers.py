@@ -13,13 +13,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
-import numpy.typing as npt
-
 from .models import FaceModel, create_model
+from .models.base import Image
 from .settings import Settings
 from .types import FaceResult, ModelInfo
 
@@ -46,9 +45,9 @@ def _init_worker(model_name: str, settings: Settings) -> None:
     _worker_model.load()
 
 
-def _analyze_in_worker(rgb: npt.NDArray[np.uint8]) -> list[FaceResult]:
+def _analyze_in_worker(image: Image) -> list[FaceResult]:
     assert _worker_model is not None
-    return _worker_model.analyze([rgb])[0]
+    return _worker_model.analyze([image])[0]
 
 
 def default_workers(model_name: str) -> int:
@@ -85,7 +84,7 @@ class ParallelModel:
                 initializer=_init_worker, initargs=self._args)
         return self._pool
 
-    def analyze(self, images: list[npt.NDArray[np.uint8]]) -> list[list[FaceResult]]:
+    def analyze(self, images: Sequence[Image]) -> list[list[FaceResult]]:
         if len(images) < 2:
             return self._local.analyze(images)
         try:

@@ -60,3 +60,26 @@ def test_bounded_copy_scales_long_side() -> None:
     assert scale == pytest.approx(3.0)
     same, one = bounded_copy(rgb[:500, :400], 1000)
     assert same.shape[:2] == (500, 400) and one == 1.0
+
+
+def test_photo_decodes_a_reduced_jpeg_for_detection_and_full_size_on_demand(
+        faces_dir: Path) -> None:
+    import pickle
+
+    from indexer.imageio import Photo, read_raw
+
+    path = faces_dir / "broken" / "exif_rotated_face.jpg"  # 1665x2048 upright, EXIF-rotated
+    full = decode(path, **LIMITS)
+    photo = Photo(read_raw(path, max_bytes=LIMITS["max_bytes"]), max_pixels=LIMITS["max_pixels"])
+    small, scale = photo.detection_copy(800)
+    assert photo.size == (full.shape[1], full.shape[0])  # upright, learnt without a full decode
+    assert max(small.shape[:2]) <= 800 and scale == pytest.approx(2048 / max(small.shape[:2]))
+    assert small.shape[0] > small.shape[1]  # EXIF orientation applied to the reduced copy too
+    assert photo.decoded_sizes() == [(833, 1024)]  # JPEG draft: decoded at 1/2 only
+    half, factor = photo.at_least(0.4)  # enough resolution already there: no new decode
+    assert factor == pytest.approx(2.0, rel=0.01) and photo.decoded_sizes() == [(833, 1024)]
+    clone = pickle.loads(pickle.dumps(photo))  # workers get bytes and the small copy only
+    assert clone.decoded_sizes() == [] and clone.detection_copy(800)[0].shape == small.shape
+    np.testing.assert_array_equal(photo.full(), full)
+    png = Photo.of(decode(faces_dir / "broken" / "rgba.png", **LIMITS))
+    assert png.detection_copy(100)[1] == pytest.approx(2.5)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from ..imageio import Photo
 from ..settings import Settings
 from ..types import BBox, FaceResult, Matrix, ModelInfo
+
+Image: TypeAlias = Photo | npt.NDArray[np.uint8]
+"""What a model analyses: a lazily decoded Photo, or upright full-resolution RGB pixels."""
 
 
 class FaceModel(Protocol):
@@ -23,8 +28,8 @@ class FaceModel(Protocol):
         """Load weights now (idempotent); raise ModelUnavailable with a one-line reason."""
         ...
 
-    def analyze(self, images: list[npt.NDArray[np.uint8]]) -> list[list[FaceResult]]:
-        """For each full-resolution upright RGB image, every face found in it."""
+    def analyze(self, images: Sequence[Image]) -> list[list[FaceResult]]:
+        """For each photo (or full-resolution upright RGB array), every face found in it."""
         ...
 
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..errors import ModelUnavailable
-from ..imageio import bounded_copy
+from ..imageio import Photo
 from ..settings import Settings
 from ..types import FaceResult, ModelInfo
-from .base import clip_bbox, keep_face, l2_normalise, min_face_size
+from .base import Image, clip_bbox, keep_face, l2_normalise, min_face_size
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,19 @@ class DlibModel:
         self._predictor = dlib.shape_predictor(str(paths[0]))
         self._encoder = dlib.face_recognition_model_v1(str(paths[1]))
 
-    def analyze(self, images: list[npt.NDArray[np.uint8]]) -> list[list[FaceResult]]:
+    def analyze(self, images: Sequence[Image]) -> list[list[FaceResult]]:
         self.load()
         import dlib
 
         out: list[list[FaceResult]] = []
-        for rgb in images:
-            h, w = rgb.shape[:2]
-            small, scale = bounded_copy(rgb, self._settings.detect_max_side)
+        for image in images:
+            photo = Photo.of(image)
+            w, h = photo.size
+            small, scale = photo.detection_copy(self._settings.detect_max_side)
             rects, scores, _ = self._detector.run(small, self._settings.dlib_upsample,
                                                   self.min_score)
             found: list[tuple[tuple[float, float, float, float], float, Any]] = []
+            rgb = photo.full() if len(rects) else small
             for rect, score in zip(rects, scores, strict=True):
                 bbox = clip_bbox((rect.left() * scale, rect.top() * scale,
                                   rect.right() * scale, rect.bottom() * scale), w, h)

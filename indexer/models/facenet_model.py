@@ -9,17 +9,17 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..errors import ModelUnavailable
-from ..imageio import bounded_copy
+from ..imageio import Photo
 from ..settings import Settings
 from ..types import FaceResult, ModelInfo
-from .base import clip_bbox, keep_face, l2_normalise, min_face_size
+from .base import Image, clip_bbox, keep_face, l2_normalise, min_face_size
 
 log = logging.getLogger(__name__)
 
@@ -111,21 +111,22 @@ class FacenetModel:
                             min_face_size=max(1, self.min_face_size // 2),
                             device="cpu")
 
-    def analyze(self, images: list[npt.NDArray[np.uint8]]) -> list[list[FaceResult]]:
+    def analyze(self, images: Sequence[Image]) -> list[list[FaceResult]]:
         self.load()
         import torch
         from facenet_pytorch.models.utils.detect_face import extract_face
-        from PIL import Image
+        from PIL import Image as PILImage
 
         per_image: list[list[tuple[Any, float, tuple[float, ...]]]] = []
         crops: list[Any] = []
-        for rgb in images:
-            h, w = rgb.shape[:2]
-            small, scale = bounded_copy(rgb, self._settings.detect_max_side)
-            boxes, probs, points = self._mtcnn.detect(Image.fromarray(small), landmarks=True)
+        for image in images:
+            photo = Photo.of(image)
+            w, h = photo.size
+            small, scale = photo.detection_copy(self._settings.detect_max_side)
+            boxes, probs, points = self._mtcnn.detect(PILImage.fromarray(small), landmarks=True)
             found: list[tuple[Any, float, tuple[float, ...]]] = []
             if boxes is not None:
-                full = Image.fromarray(rgb)
+                full = PILImage.fromarray(photo.full())
                 for box, prob, pts in zip(boxes, probs, points, strict=True):
                     bbox = clip_bbox(tuple(float(v) * scale for v in box), w, h)  # type: ignore[arg-type]
                     if not keep_face(bbox, float(prob), min_size=self.min_face_size,

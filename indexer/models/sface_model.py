@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ModelUnavailable
-from ..imageio import bounded_copy
+from ..imageio import Photo
 from ..settings import Settings
 from ..types import FaceResult, ModelInfo
-from .base import clip_bbox, keep_face, l2_normalise, min_face_size
+from .base import Image, clip_bbox, keep_face, l2_normalise, min_face_size
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,11 @@ class SfaceModel:
                                    f"{detector_path.parent} ({first}); OpenCV 4.x is needed") \
                 from exc
 
-    def detect(self, rgb: npt.NDArray[np.uint8]) -> list[tuple[tuple[float, float, float, float],
-                                                              float, npt.NDArray[np.float32]]]:
+    def detect(self, photo: Photo) -> list[tuple[tuple[float, float, float, float], float,
+                                                 npt.NDArray[np.float32]]]:
         """Boxes, scores and 5 landmarks (full-resolution pixels) of the faces kept."""
-        h, w = rgb.shape[:2]
-        small, scale = bounded_copy(rgb, self._settings.detect_max_side)
+        w, h = photo.size
+        small, scale = photo.detection_copy(self._settings.detect_max_side)
         bgr = np.ascontiguousarray(small[:, :, ::-1])
         self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, rows = self._detector.detect(bgr)
@@ -153,14 +154,17 @@ class SfaceModel:
             found.append((bbox, score, (row[4:14] * scale).reshape(5, 2).astype(np.float32)))
         return found
 
-    def chip(self, rgb: npt.NDArray[np.uint8], landmarks: npt.NDArray[np.float32]
-             ) -> npt.NDArray[np.uint8]:
-        """The aligned 112x112 RGB crop of one face, taken from the full-resolution image.
+    def chip(self, photo: Photo, landmarks: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+        """The aligned 112x112 RGB crop of one face, from the cheapest decoded copy that still
+        has at least one source pixel per crop pixel (the full resolution for small faces).
 
         A face much larger than the crop is first shrunk with area averaging (a plain warp
         would alias)."""
         import cv2
 
+        scale_full = float(np.sqrt(abs(np.linalg.det(similarity_transform(landmarks)[:, :2]))))
+        rgb, factor = photo.at_least(min(1.0, scale_full))
+        landmarks = landmarks / np.float32(factor)
         matrix = similarity_transform(landmarks)
         shrink = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
         if shrink < 0.5:
@@ -198,10 +202,11 @@ class SfaceModel:
             out[i] = np.asarray(self._recognizer.forward(), dtype=np.float32).ravel()
         return l2_normalise(out)
 
-    def analyze(self, images: list[npt.NDArray[np.uint8]]) -> list[list[FaceResult]]:
+    def analyze(self, images: Sequence[Image]) -> list[list[FaceResult]]:
         self.load()
-        per_image = [self.detect(rgb) for rgb in images]
-        chips = [self.chip(rgb, lm) for rgb, found in zip(images, per_image, strict=True)
+        photos = [Photo.of(image) for image in images]
+        per_image = [self.detect(photo) for photo in photos]
+        chips = [self.chip(photo, lm) for photo, found in zip(photos, per_image, strict=True)
                  for _, _, lm in found]
         vectors = self.embed(chips) if chips else np.zeros((0, 128), dtype=np.float32)
         out: list[list[FaceResult]] = []
