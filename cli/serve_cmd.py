@@ -46,7 +46,8 @@ class WebServer:
     """uvicorn running the app; `start()` in a thread (watch --serve), `run()` in the
     foreground. The URL is printed on stderr once the socket is bound."""
 
-    def __init__(self, settings, *, host: str, port: int, read_only: bool) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings, *, host: str, port: int, read_only: bool,  # type: ignore[no-untyped-def]
+                 token: str | None = None, query_model=None) -> None:
         import socket
 
         import uvicorn
@@ -64,7 +65,8 @@ class WebServer:
             raise FaceidxError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
                                "try another --port") from exc
         self.port = int(self.sock.getsockname()[1])
-        app = create_app(settings, read_only=read_only, host=host, port=self.port)
+        app = create_app(settings, read_only=read_only, host=host, port=self.port, token=token,
+                         query_model=query_model)
         config = uvicorn.Config(app, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
@@ -82,7 +84,11 @@ class WebServer:
 
     def run(self, *, open_browser: bool = False) -> None:
         self.announce(open_browser)
-        self.server.run(sockets=[self.sock])
+        try:
+            self.server.run(sockets=[self.sock])
+        except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+            pass
+        typer.echo("faceidx: web app stopped", err=True)
 
     def start(self, *, open_browser: bool = False) -> None:
         """Serve from a daemon thread (the caller's main thread keeps its signal handlers)."""

@@ -51,6 +51,12 @@ def register(app: typer.Typer) -> None:
             "systems).")] = False,
         verbose: Annotated[int, typer.Option(
             "--verbose", "-v", count=True, help="Log each batch (-vv: each event).")] = 0,
+        serve: Annotated[bool, typer.Option(
+            "--serve", help="Also run the web app (as `faceidx serve`) in this process.")]
+        = False,
+        port: Annotated[int, typer.Option(
+            "--port", min=0, max=65535, help="Port of the web app with --serve (on "
+            "127.0.0.1).")] = 8765,
     ) -> None:
         """Index PATHS, then keep following them: new photos become searchable on their own."""
         from indexer import service
@@ -66,12 +72,20 @@ def register(app: typer.Typer) -> None:
         face_model = service.model_for_index(settings, settings.model)
         daemon = WatchDaemon(settings, face_model, roots, polling=poll)
         restore = _stop_on_signals(daemon.stop, lambda: daemon.stopping)
+        web = None
+        if serve:
+            from cli.serve_cmd import WebServer
+
+            web = WebServer(settings, host="127.0.0.1", port=port, read_only=False)
+            web.start()
         try:
             typer.echo(f"faceidx: watching {', '.join(map(str, roots))} into {settings.home} "
                        f"with {face_model.info.name}; Ctrl-C to stop", err=True)
             report = daemon.run()
         finally:
             restore()
+            if web is not None:
+                web.stop()
         s = report.summary
         typer.echo(
             f"faceidx: watch stopped: new {s.new}, changed {s.changed}, moved {s.moved}, "

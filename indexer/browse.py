@@ -11,7 +11,7 @@ import numpy as np
 from .errors import BadInput, NotFound
 from .service import open_for_reading
 from .settings import Settings
-from .store.rows import BrowseFace, BrowsePerson, PhotoRow
+from .store.rows import BrowseFace, BrowsePerson, Change, PhotoRow
 
 MAX_PAGE = 500
 """Largest page a request may ask for."""
@@ -162,6 +162,18 @@ def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
                                       distances=[d for d, f in members if f in faces]))
     return UnassignedPage(suggestions=suggestions, others=others, total=total,
                           shown=len(ids), distance=distance)
+
+
+def recent_changes(settings: Settings, limit: int = 20) -> list[Change]:
+    """The newest corrections, read without taking the catalog for writing."""
+    with open_for_reading(settings) as store:
+        return store.recent_changes(limit)
+
+
+def last_undoable(settings: Settings) -> Change | None:
+    """The correction an Undo would take back now, if any."""
+    return next((c for c in recent_changes(settings) if not c.undone and c.kind != "undo"),
+                None)
 
 
 def photo_page(settings: Settings, image_id: int) -> PhotoPage:

@@ -58,11 +58,9 @@ def api_status(request: Request, failures: bool = False) -> Any:
 
 @router.get("/api/history")
 def api_history(request: Request, limit: int = 50) -> Any:
-    from indexer import corrections
-
     if not 1 <= limit <= 1000:
         raise BadInput(f"limit {limit} is outside 1..1000")
-    return [asdict(c) for c in corrections.history(_ctx(request).settings, limit=limit)]
+    return [asdict(c) for c in browse.recent_changes(_ctx(request).settings, limit)]
 
 
 @router.get("/api/merge-preview")

@@ -141,10 +141,9 @@ def page_context(request: Request) -> dict[str, Any]:
 
 
 def last_change(ctx: WebContext) -> Any:
-    from indexer import corrections
+    from indexer import browse
 
     try:
-        changes = corrections.history(ctx.settings, limit=20)
+        return browse.last_undoable(ctx.settings)
     except FaceidxError:
         return None
-    return next((c for c in changes if not c.undone and c.kind != "undo"), None)

@@ -138,9 +138,7 @@ def query_face_crops(data: bytes, boxes: list[list[float]], size: int) -> list[s
 
 @router.get("/status", response_class=HTMLResponse)
 def status(request: Request) -> Any:
-    from indexer import corrections
-
     ctx = _ctx(request)
     info = service.status(ctx.settings, with_failures=True)
     return _render(request, "status.html", info=info, title="Status",
-                   history=corrections.history(ctx.settings, limit=20))
+                   history=browse.recent_changes(ctx.settings, 20))

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import NotFound
 from ..types import Matrix
-from .rows import BrowseFace, BrowsePerson, PhotoRow
+from .rows import BrowseFace, BrowsePerson, Change, PhotoRow
 
 
 def _bbox(row: Sequence[Any], at: int) -> tuple[float, float, float, float] | None:
@@ -127,3 +127,12 @@ class BrowseMixin:
         if not faces:
             raise NotFound(f"no face {face_id} in {self.settings.home}")
         return faces[0]
+
+    def recent_changes(self, limit: int) -> list[Change]:
+        """The newest corrections (none in a catalog from before the history table)."""
+        with self._read() as con:
+            exists = con.execute("SELECT count(*) FROM information_schema.tables "
+                                 "WHERE table_name = 'history'").fetchone()
+            if not exists or not exists[0]:
+                return []
+            return self.history(limit)  # type: ignore[attr-defined,no-any-return]
