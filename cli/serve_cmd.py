@@ -84,10 +84,10 @@ class WebServer:
 
     def run(self, *, open_browser: bool = False) -> None:
         self.announce(open_browser)
-        try:
+        import contextlib
+
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
             self.server.run(sockets=[self.sock])
-        except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
-            pass
         typer.echo("faceidx: web app stopped", err=True)
 
     def start(self, *, open_browser: bool = False) -> None:
