@@ -161,7 +161,12 @@ export_cmd.register(app)
 
 
 def main() -> None:
-    app()
+    import sys
+
+    from cli import fastpath
+
+    if not fastpath.run(app, sys.argv[1:]):  # light commands skip Typer's pydantic layer
+        app()
 
 
 if __name__ == "__main__":

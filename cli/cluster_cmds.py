@@ -67,11 +67,16 @@ def recluster(
 
 
 @handle_errors
-def people(home: HomeOption = None, json_out: JsonOption = False) -> None:
+def people(
+    home: HomeOption = None,
+    json_out: JsonOption = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="List at most this many "
+                                       "(named first, then the largest); 0 lists all.")] = 100,
+) -> None:
     """List people (clusters): id, name, size and the representative (medoid) face."""
     from indexer import service
 
-    rows = service.people(load_settings(home))
+    rows, total = service.people_page(load_settings(home), limit or None)
     if json_out:
         echo_json(rows)
         return
@@ -80,11 +85,15 @@ def people(home: HomeOption = None, json_out: JsonOption = False) -> None:
         return
     typer.echo(f"{'CLUSTER':>7}  {'NAME':<24} {'FACES':>6}  {'MEDOID':>7}  "
                f"{'BOX (x1,y1,x2,y2)':<26} PHOTO")
+    lines = []
     for r in rows:
         box = ",".join(f"{v:g}" for v in r["medoid_bbox"]) if r["medoid_bbox"] else "-"
         medoid = "-" if r["medoid_face_id"] is None else r["medoid_face_id"]
-        typer.echo(f"{r['cluster_id']:>7}  {r['name'] or '-':<24} {r['size']:>6}  "
-                   f"{medoid:>7}  {box:<26} {r['medoid_path'] or ''}")
+        lines.append(f"{r['cluster_id']:>7}  {r['name'] or '-':<24} {r['size']:>6}  "
+                     f"{medoid:>7}  {box:<26} {r['medoid_path'] or ''}")
+    typer.echo("\n".join(lines))
+    if total > len(rows):
+        typer.echo(f"... and {total - len(rows)} more clusters (--limit 0 lists all)", err=True)
 
 
 def _say(change: Change) -> None:

@@ -9,21 +9,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from indexer import settings as settings_mod
 from indexer.errors import FaceidxError
+
+if TYPE_CHECKING:  # rich loads only for a progress bar or a terminal's log lines
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +30,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True)
 
 
@@ -48,14 +44,14 @@ def echo_json(data: Any) -> None:
 
 
 def setup_logging(verbose: int) -> None:
-    from rich.logging import RichHandler
-
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     root = logging.getLogger("indexer")
     for h in list(root.handlers):
         root.removeHandler(h)
     handler: logging.Handler
     if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
         handler = RichHandler(console=err_console(), show_time=False, show_path=False,
                               markup=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -88,6 +84,15 @@ class BarProgress:
     otherwise a plain line every 10% (and at most every 30 s) for logs."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self._tty = sys.stderr.isatty()
         self._total = 0
         self._done = 0

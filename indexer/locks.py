@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from .errors import IndexBusy
 
 
@@ -19,10 +17,14 @@ class IngestLock:
     def __init__(self, home: Path, purpose: str) -> None:
         self.home = home
         self.purpose = purpose
+        from filelock import FileLock
+
         self._lock = FileLock(str(home / "ingest.lock"))
         self._info = home / "ingest.json"
 
     def __enter__(self) -> IngestLock:
+        from filelock import Timeout
+
         self.home.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire(timeout=0)
@@ -53,13 +55,37 @@ class IngestLock:
     @staticmethod
     def holder(home: Path) -> dict[str, Any] | None:
         """Who holds the lock on `home`, or None when nobody does (a stale file is ignored)."""
-        lock = FileLock(str(home / "ingest.lock"))
+        if not _held(home / "ingest.lock"):
+            return None
+        try:
+            return dict(json.loads((home / "ingest.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+
+def _held(path: Path) -> bool:
+    """Whether another process holds the lock file (status asks; importing filelock costs more
+    than the rest of `faceidx status`, so on POSIX this asks flock, which filelock uses)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(path))
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            try:
-                return dict(json.loads((home / "ingest.json").read_text()))
-            except (OSError, ValueError):
-                return {}
+            return True
         lock.release()
-        return None
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import IndexNotFound, ModelMismatch, UnreadableImage
-from .imageio import decode
-from .locks import IngestLock
-from .models import AUTO, FaceModel, create_model
 from .settings import Settings
 from .store import Store
 from .types import BBox, Match, ModelInfo
+
+if TYPE_CHECKING:  # light commands (status, people) never import models or image decoding
+    from .models import FaceModel
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ def stored_model(settings: Settings) -> ModelInfo | None:
 
 def model_for_index(settings: Settings, requested: str | None) -> FaceModel:
     """The model to use on this home, loaded (weights checked) before the index is touched."""
+    from .models import AUTO, create_model
+
     existing = stored_model(settings)
     if existing is not None:
         if requested is not None and requested not in (existing.name, AUTO):
@@ -74,6 +76,8 @@ def query_image(settings: Settings, image: Path, k: int) -> list[QueryFace]:
     """Every face in `image` with its k most similar indexed faces."""
     if not settings.catalog_path.exists():
         raise IndexNotFound(f"no index at {settings.home}; run `faceidx index PATH` first")
+    from .imageio import decode
+
     rgb = decode(image, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
     return query_rgb(settings, rgb, k)
 
@@ -100,6 +104,8 @@ def query_model(settings: Settings) -> FaceModel:
     info = stored_model(settings)
     if info is None:
         raise IndexNotFound(f"the index at {settings.home} is empty; index some photos first")
+    from .models import create_model
+
     model = create_model(info.name, settings)
     model.load()
     if model.info != info:
@@ -146,6 +152,8 @@ def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]
             out["failures"] = [{"path": p, "reason": r} for p, r in store.failures()]
     finally:
         store.close(save=False)
+    from .locks import IngestLock
+
     holder = IngestLock.holder(settings.home)
     out["indexer_running"] = holder
     return out
@@ -156,6 +164,13 @@ def open_for_corrections(settings: Settings) -> Store:
     return Store.open(settings, keep_open=False)
 
 
-def people(settings: Settings) -> list[dict[str, Any]]:
+def people(settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
+    return people_page(settings, limit)[0]
+
+
+def people_page(settings: Settings, limit: int | None = None
+                ) -> tuple[list[dict[str, Any]], int]:
+    """The first `limit` people (named first, then the largest clusters) and how many exist."""
     with open_for_reading(settings) as store:
-        return [asdict(p) for p in store.people()]
+        rows, total = store.people_page(limit)
+    return [asdict(p) for p in rows], total

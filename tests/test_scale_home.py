@@ -1,6 +1,9 @@
 """Scale plumbing: ids from counters that are never reused, bulk writes, and the synthetic home
 every command works on (real DuckDB and FAISS files under tmp_path, the real Typer app)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from indexer.synthetic_home import SCHEME, build
 from indexer.types import FaceResult, ModelInfo
 
 MODEL = ModelInfo(name="dlib", dim=8, weights="test")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _faces(n: int, seed: int) -> list[FaceResult]:
@@ -72,3 +76,43 @@ def test_synthetic_home_works_with_every_light_command(settings: Settings, faces
         counts = store.counts()
         assert counts.images == report.images + 1
         assert sum(f.path.startswith(SCHEME) for f in store.faces()) == 400
+
+
+LIGHT_PROBE = """
+import sys
+from cli.app import main
+sys.argv = ["faceidx", *sys.argv[1:]]
+try:
+    main()
+finally:
+    heavy = sorted(m for m in ("pydantic", "rich", "PIL", "torch", "dlib", "faiss", "filelock")
+                   if m in sys.modules)
+    print("imported:", ",".join(heavy), file=sys.stderr)
+"""
+
+
+def _light(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FACEIDX_HOME": str(home)}
+    return subprocess.run([sys.executable, "-c", LIGHT_PROBE, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_light_commands_skip_heavy_imports_and_print_what_typer_prints(
+        settings: Settings) -> None:
+    build(settings, 300, "dlib", seed=5, named=1)
+    runner = CliRunner()
+    for args in (["status"], ["status", "--json"], ["people", "--limit", "5"],
+                 ["-v", "people", "--json", "--limit", "2"]):
+        fast = _light(args, settings.home)
+        assert fast.returncode == 0, fast.stderr
+        assert fast.stderr.strip().endswith("imported:"), (args, fast.stderr)
+        assert fast.stdout == runner.invoke(app, args).stdout
+    named = _light(["name", "Synthetic Person 1", "Grace"], settings.home)
+    assert named.returncode == 0 and named.stdout.startswith("cluster ")
+    with Store.open(settings, read_only=True) as store:
+        assert "Grace" in store.cluster_names().values()
+    # What the fast path does not parse goes to Typer, with Typer's messages and exit codes.
+    bad = _light(["people", "--limit", "-1"], settings.home)
+    assert bad.returncode == 2 and "--limit" in bad.stderr
+    missing = _light(["name", "no such person", "X"], settings.home)
+    assert missing.returncode != 0 and "no cluster or person" in missing.stderr

@@ -119,18 +119,28 @@ class PeopleMixin:
                 "WHERE f.cluster_id = clusters.cluster_id)")
             self._bump_generation(con)
 
-    def people(self) -> list[PersonRow]:
-        """Every cluster with its size, name (if any) and representative face."""
+    def people(self, limit: int | None = None) -> list[PersonRow]:
+        """Every cluster (named first, then by size; the first `limit`) with its size, name
+        (if any) and representative face."""
+        return self.people_page(limit)[0]
+
+    def people_page(self, limit: int | None = None) -> tuple[list[PersonRow], int]:
+        """The first `limit` clusters as `people()` orders them, and how many there are."""
         with self._read() as con:
             rows = con.execute(
-                "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, i.path, "
-                "f.x1, f.y1, f.x2, f.y2 "
-                "FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
-                "LEFT JOIN faces f ON f.face_id = c.medoid_face_id "
-                "LEFT JOIN images i ON i.image_id = f.image_id "
+                "WITH top AS (SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, "
+                "count(*) OVER () AS total FROM clusters c "
+                "LEFT JOIN people p ON p.cluster_id = c.cluster_id "
                 "WHERE c.size > 0 OR p.name IS NOT NULL "
-                "ORDER BY (p.name IS NULL), c.size DESC, c.cluster_id").fetchall()
-        return [_person_row(r) for r in rows]
+                "ORDER BY (p.name IS NULL), c.size DESC, c.cluster_id LIMIT ?) "
+                "SELECT top.cluster_id, top.name, top.size, top.medoid_face_id, i.path, "
+                "f.x1, f.y1, f.x2, f.y2, top.total "
+                "FROM top LEFT JOIN faces f ON f.face_id = top.medoid_face_id "
+                "LEFT JOIN images i ON i.image_id = f.image_id "
+                "ORDER BY (top.name IS NULL), top.size DESC, top.cluster_id",
+                [limit]).fetchall()
+        total = int(rows[0][9]) if rows else 0
+        return [_person_row(r) for r in rows], total
 
     def cluster_id_for(self, ref: str) -> int:
         """A cluster named by its id or by a person's name."""
