@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import corrections
 from .clustering.synthetic import make_identities
 from .models import create_model, distance_scale
 from .settings import Settings
@@ -79,10 +80,13 @@ def build(settings: Settings, n_faces: int, model_name: str, *, seed: int = 0,
         index_seconds = time.perf_counter() - t1
         t2 = time.perf_counter()
         n_clusters = _cluster(store, settings, clusters, face_ids, data.embeddings,
-                              data.identities, named)
-        cluster_seconds = time.perf_counter() - t2
+                              data.identities)
+        largest = [p.cluster_id for p in store.people(named)] if named else []
     finally:
         store.close()
+    for i, cluster_id in enumerate(largest):  # the way a user names them, with history
+        corrections.rename(settings, cluster_id, f"Synthetic Person {i + 1}")
+    cluster_seconds = time.perf_counter() - t2
     return SyntheticHomeReport(
         faces=n_faces, images=len(per_photo), identities=int(data.identities.max()) + 1
         if n_faces else 0, clusters=n_clusters, write_seconds=round(write_seconds, 2),
@@ -137,21 +141,14 @@ def _faces_of(vectors: np.ndarray, rng: np.random.Generator) -> list[FaceResult]
 
 
 def _cluster(store: Store, settings: Settings, how: str, face_ids: np.ndarray,
-             vectors: np.ndarray, identities: np.ndarray, named: int) -> int:
+             vectors: np.ndarray, identities: np.ndarray) -> int:
     if how == "none":
         return 0
     if how == "recluster":
         from .recluster import recluster
 
-        report = recluster(store, settings)
-        n = report.clusters
-    else:
-        n = _write_truth(store, face_ids, vectors, identities)
-    if named:
-        people = store.people()
-        for i, person in enumerate(sorted(people, key=lambda p: -p.size)[:named]):
-            store.name_cluster(person.cluster_id, f"Synthetic Person {i + 1}")
-    return n
+        return recluster(store, settings).clusters
+    return _write_truth(store, face_ids, vectors, identities)
 
 
 def _write_truth(store: Store, face_ids: np.ndarray, vectors: np.ndarray,

@@ -108,7 +108,7 @@ def test_light_commands_skip_heavy_imports_and_print_what_typer_prints(
         assert fast.stderr.strip().endswith("imported:"), (args, fast.stderr)
         assert fast.stdout == runner.invoke(app, args).stdout
     named = _light(["name", "Synthetic Person 1", "Grace"], settings.home)
-    assert named.returncode == 0 and named.stdout.startswith("cluster ")
+    assert named.returncode == 0, named.stderr
     with Store.open(settings, read_only=True) as store:
         assert "Grace" in store.cluster_names().values()
     # What the fast path does not parse goes to Typer, with Typer's messages and exit codes.
