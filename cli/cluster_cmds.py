@@ -76,7 +76,7 @@ def people(
     """List people (clusters): id, name, size and the representative (medoid) face."""
     from indexer import service
 
-    rows, total = service.people_page(load_settings(home), limit or None)
+    rows, total = service.people_top(load_settings(home), limit or None)
     if json_out:
         echo_json(rows)
         return

@@ -165,12 +165,12 @@ def open_for_corrections(settings: Settings) -> Store:
 
 
 def people(settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
-    return people_page(settings, limit)[0]
+    return people_top(settings, limit)[0]
 
 
-def people_page(settings: Settings, limit: int | None = None
+def people_top(settings: Settings, limit: int | None = None
                 ) -> tuple[list[dict[str, Any]], int]:
     """The first `limit` people (named first, then the largest clusters) and how many exist."""
     with open_for_reading(settings) as store:
-        rows, total = store.people_page(limit)
+        rows, total = store.people_top(limit)
     return [asdict(p) for p in rows], total

@@ -122,9 +122,9 @@ class PeopleMixin:
     def people(self, limit: int | None = None) -> list[PersonRow]:
         """Every cluster (named first, then by size; the first `limit`) with its size, name
         (if any) and representative face."""
-        return self.people_page(limit)[0]
+        return self.people_top(limit)[0]
 
-    def people_page(self, limit: int | None = None) -> tuple[list[PersonRow], int]:
+    def people_top(self, limit: int | None = None) -> tuple[list[PersonRow], int]:
         """The first `limit` clusters as `people()` orders them, and how many there are."""
         with self._read() as con:
             rows = con.execute(
