@@ -60,6 +60,22 @@ class PhotoPage:
     faces: list[BrowseFace]
 
 
+def catalog_version(settings: Settings) -> tuple[int, ...]:
+    """Changes whenever the catalog does: the size, mtime and inode of the DuckDB file and its
+    write-ahead log (every commit appends to the log; a checkpoint rewrites the file). A reader
+    can keep what it read until this changes, without opening the catalog to find out."""
+    out: list[int] = []
+    for path in (settings.catalog_path, settings.catalog_path.with_name(
+            settings.catalog_path.name + ".wal")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            out += [0, 0, 0]
+            continue
+        out += [st.st_size, st.st_mtime_ns, st.st_ino]
+    return tuple(out)
+
+
 def check_page(offset: int, limit: int) -> None:
     if offset < 0:
         raise BadInput(f"offset {offset} is negative")

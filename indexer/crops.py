@@ -135,6 +135,12 @@ class CropCache:
         self._make_lock = threading.Lock()
         self._written = 0
 
+    def cached(self, face_id: int, key: str) -> Path | None:
+        """The cached crop of a face made with this key (photo hash and box), if present:
+        crops of deleted faces are removed with them, so no catalog lookup is needed."""
+        path = _bucket(self.settings.home, face_id) / f"{face_id}-{key}.jpg"
+        return path if path.is_file() else None
+
     def path_for(self, face_id: int) -> Path:
         """The crop file of a face, made if needed; NotFound for an unknown face or a photo
         that is gone or changed."""

@@ -11,6 +11,7 @@ PNG per page.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -24,6 +25,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     parser.add_argument("--search", type=Path, help="a photo to upload on the search page")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--person", help="the person page to show (name or id; default: the "
+                        "first named)")
+    parser.add_argument("--merge", nargs=2, metavar=("OTHER", "INTO"),
+                        help="the merge preview to show (default: an unnamed person into the "
+                        "first named)")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -31,21 +37,25 @@ def main() -> None:
     from cli.serve_cmd import WebServer
     from indexer import browse
     from indexer import settings as settings_mod
+    from indexer.store import Store
 
     settings = settings_mod.load({"home": args.home})
     server = WebServer(settings, host="127.0.0.1", port=0, read_only=False)
     server.start()
     url = server.url.rstrip("/")
     people = browse.people_page(settings, None, 0, 100).people
-    named = next((p for p in people if p.name), people[0])
-    other = next(p for p in people if p.cluster_id != named.cluster_id)
-    photo = browse.person_page(settings, named.cluster_id, 0, 1).faces[0].image_id
-    group = max(({f.image_id: 0 for f in []} or {}).items(), default=None)
-    del group
+    named = next((p for p in people if p.name), people[0]).cluster_id
+    other = next((p for p in people if not p.name), people[-1]).cluster_id
+    person = browse.resolve_person(settings, args.person) if args.person else named
+    if args.merge:
+        other, named = (browse.resolve_person(settings, ref) for ref in args.merge)
+    with Store.open(settings, read_only=True) as store:
+        per_photo = Counter(f.image_id for f in store.faces())
+    photo = per_photo.most_common(1)[0][0]  # the photo with the most faces
     pages = {
         "people": "/",
-        "person": f"/people/{named.cluster_id}",
-        "merge": f"/people/{other.cluster_id}/merge?into={named.cluster_id}",
+        "person": f"/people/{person}",
+        "merge": f"/people/{other}/merge?into={named}",
         "unassigned": "/unassigned",
         "photo": f"/photos/{photo}",
         "status": "/status",
@@ -58,11 +68,15 @@ def main() -> None:
         for name, path in pages.items():
             page.goto(url + path)
             page.wait_for_load_state("networkidle")
+            if name == "person":  # a selection, as when correcting
+                for box in page.locator("input[name=face_ids]").all()[:2]:
+                    box.check()
             if name == "search" and args.search:
                 page.set_input_files("input[name=photo]", str(args.search))
                 page.click("button.primary")
                 page.wait_for_selector("section.result, p.empty", timeout=60_000)
                 page.wait_for_load_state("networkidle")
+            page.wait_for_function("() => [...document.images].every(i => i.complete)")
             target = args.out / f"{name}.png"
             page.screenshot(path=str(target), full_page=name not in ("people",))
             print(target)

@@ -33,7 +33,8 @@ def _ctx(request: Request) -> WebContext:
 @router.get("/api/people")
 def api_people(request: Request) -> Any:
     """Exactly what `faceidx people --json` prints."""
-    return service.people(_ctx(request).settings)
+    ctx = _ctx(request)
+    return ctx.read("api_people", lambda: service.people(ctx.settings))
 
 
 @router.get("/api/people/{cluster_id}")
@@ -45,7 +46,9 @@ def api_person(request: Request, cluster_id: int) -> Any:
 @router.get("/api/people/{cluster_id}/faces")
 def api_person_faces(request: Request, cluster_id: int, offset: int = 0,
                      limit: int = 100) -> Any:
-    page = browse.person_page(_ctx(request).settings, cluster_id, offset, limit)
+    ctx = _ctx(request)
+    page = ctx.read(("person", cluster_id, offset, limit),
+                    lambda: browse.person_page(ctx.settings, cluster_id, offset, limit))
     return {**person_json(page.person), "offset": offset, "limit": limit,
             "faces": [face_json(f) for f in page.faces]}
 
@@ -73,7 +76,15 @@ def api_merge_preview(request: Request, into: int, other: int) -> Any:
 @router.get("/faces/{face_id}.jpg")
 def face_crop(request: Request, face_id: int, v: str | None = None) -> Any:
     """A face's crop; immutable when asked by its current key, else revalidated each time."""
-    path = _ctx(request).crops.path_for(face_id)
+    ctx = _ctx(request)
+    if v is not None and v.isalnum():  # a crop made for this face, photo and box: no lookup
+        cached = ctx.crops.cached(face_id, v)
+        if cached is not None:
+            return FileResponse(cached, media_type="image/jpeg",
+                                headers={"Cache-Control": CROP_CACHE, "ETag": f'"{v}"'})
+    path = ctx.read(("crop", face_id), lambda: ctx.crops.path_for(face_id))
+    if not path.exists():  # pruned meanwhile
+        path = ctx.crops.path_for(face_id)
     key = path.stem.split("-", 1)[1]
     cache = CROP_CACHE if v == key else "private, no-cache"
     return FileResponse(path, media_type="image/jpeg",

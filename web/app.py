@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +30,9 @@ from .guard import Guard
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
+MEMO_ENTRIES = 512
+"""Reads kept while the catalog is unchanged (pages, lists of faces, crop lookups)."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +46,30 @@ class WebContext:
     templates: Jinja2Templates
     _model: Any = None
     _model_lock: threading.Lock = field(default_factory=threading.Lock)
+    _memo: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
+    _memo_version: tuple[int, ...] | None = None
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def read(self, key: Any, read: Callable[[], T]) -> T:
+        """`read()`, or what it gave last time if the catalog has not changed since: a page
+        viewed again opens no connection (opening one costs more than the query)."""
+        from indexer.browse import catalog_version
+
+        version = catalog_version(self.settings)
+        with self._memo_lock:
+            if version != self._memo_version:
+                self._memo.clear()
+                self._memo_version = version
+            elif key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]  # type: ignore[no-any-return]
+        value = read()
+        with self._memo_lock:
+            if self._memo_version == version:
+                self._memo[key] = value
+                while len(self._memo) > MEMO_ENTRIES:
+                    self._memo.popitem(last=False)
+        return value
 
     def query_model(self) -> Any:
         """The face model for search by photo, loaded once on first use."""
@@ -144,6 +173,6 @@ def last_change(ctx: WebContext) -> Any:
     from indexer import browse
 
     try:
-        return browse.last_undoable(ctx.settings)
+        return ctx.read("last_undoable", lambda: browse.last_undoable(ctx.settings))
     except FaceidxError:
         return None

@@ -32,16 +32,19 @@ def _render(request: Request, template: str, **values: Any) -> HTMLResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def people(request: Request, q: str = "", offset: int = 0) -> Any:
-    page = browse.people_page(_ctx(request).settings, q, offset, PEOPLE_PER_PAGE)
+    ctx = _ctx(request)
+    page = ctx.read(("people", q, offset),
+                    lambda: browse.people_page(ctx.settings, q, offset, PEOPLE_PER_PAGE))
     return _render(request, "people.html", page=page, title="People")
 
 
 @router.get("/people/{cluster_id}", response_class=HTMLResponse)
 def person(request: Request, cluster_id: int, offset: int = 0) -> Any:
     ctx = _ctx(request)
-    page = browse.person_page(ctx.settings, cluster_id, offset, FACES_PER_PAGE)
+    page = ctx.read(("person", cluster_id, offset),
+                    lambda: browse.person_page(ctx.settings, cluster_id, offset, FACES_PER_PAGE))
     return _render(request, "person.html", page=page, title=label(page.person),
-                   named=browse.named_people(ctx.settings))
+                   named=_named(ctx))
 
 
 @router.get("/people/{cluster_id}/merge", response_class=HTMLResponse)
@@ -58,16 +61,21 @@ def merge_preview(request: Request, cluster_id: int, into: str = "") -> Any:
                    title="Merge")
 
 
+def _named(ctx: WebContext) -> Any:
+    return ctx.read("named", lambda: browse.named_people(ctx.settings))
+
+
 @router.get("/unassigned", response_class=HTMLResponse)
 def unassigned(request: Request) -> Any:
     ctx = _ctx(request)
-    return _render(request, "unassigned.html", page=browse.unassigned(ctx.settings),
-                   named=browse.named_people(ctx.settings), title="Unassigned")
+    page = ctx.read("unassigned", lambda: browse.unassigned(ctx.settings))
+    return _render(request, "unassigned.html", page=page, named=_named(ctx), title="Unassigned")
 
 
 @router.get("/photos/{image_id}", response_class=HTMLResponse)
 def photo(request: Request, image_id: int) -> Any:
-    page = browse.photo_page(_ctx(request).settings, image_id)
+    ctx = _ctx(request)
+    page = ctx.read(("photo", image_id), lambda: browse.photo_page(ctx.settings, image_id))
     return _render(request, "photo.html", page=page, title=page.photo.path.rsplit("/", 1)[-1])
 
 
@@ -141,4 +149,4 @@ def status(request: Request) -> Any:
     ctx = _ctx(request)
     info = service.status(ctx.settings, with_failures=True)
     return _render(request, "status.html", info=info, title="Status",
-                   history=browse.recent_changes(ctx.settings, 20))
+                   history=ctx.read("history", lambda: browse.recent_changes(ctx.settings, 20)))
