@@ -109,7 +109,8 @@ class StoreBase:
                         ) from exc
                     raise
             time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            # a reader polls often (a web page waits for the batch in hand, not much longer)
+            delay = min(delay * 2, 0.05 if self.read_only else 0.5)
 
     def release(self) -> None:
         """Close the DuckDB connection so other processes can open the catalog."""
