@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from .models import distance_scale
+from .models import ASSIGN_THRESHOLD, distance_scale
 from .settings import Settings
 from .store import Store, distance_from_ip
 from .types import Matrix
@@ -35,6 +35,8 @@ CANDIDATES = 8
 def threshold_for(model_name: str, settings: Settings) -> float:
     if settings.assign_threshold is not None:
         return settings.assign_threshold
+    if model_name in ASSIGN_THRESHOLD:  # measured for this model
+        return ASSIGN_THRESHOLD[model_name]
     return round(DLIB_THRESHOLD * distance_scale(model_name), 2)
 
 

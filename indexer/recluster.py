@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .clustering import ClusterParams, cluster, reconcile
-from .models import distance_scale
+from .models import CLUSTER_DISTANCES, distance_scale
 from .settings import Settings
 from .store import ClusterRow, Store
 
@@ -35,7 +35,9 @@ def default_params(model_name: str, **overrides: Any) -> ClusterParams:
     """The measured defaults, on the distance scale of `model_name`."""
     params = ClusterParams()
     scale = distance_scale(model_name)  # ClusterParams' distances are set on dlib's scale
-    if scale != 1.0:
+    if model_name in CLUSTER_DISTANCES:  # measured for this model
+        params = replace(params, **CLUSTER_DISTANCES[model_name])
+    elif scale != 1.0:
         scaled = {f: getattr(params, f) * scale for f in _DISTANCE_FIELDS
                   if getattr(params, f) is not None}
         params = replace(params, **scaled)

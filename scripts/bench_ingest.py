@@ -1,9 +1,15 @@
-"""Ingest throughput: `faceidx index` against the same model in a bare loop, and against a naive
-one-image-at-a-time loop at full resolution (the way the original notebooks did it).
+"""Ingest throughput for each model, measured in one run on one fixed photo mix:
 
-    uv run python scripts/bench_ingest.py [--faces ../shared/faces] [--model dlib]
+- `faceidx index`: the real pipeline (read, hash, decode, detect, embed, store) on a new home,
+  with the model spread over cores as the CLI does;
+- the bare model loop: the same model on every core, detecting and embedding photos decoded
+  beforehand (no reading, hashing, decoding or store);
+- the naive loop: one photo at a time, decoded in full, detection at full resolution.
 
-All three run in one process on the same fixed photo set, so the ratios compare like with like.
+    uv run python scripts/bench_ingest.py [--faces ../shared/faces] [--models dlib,sface]
+    uv run python scripts/bench_ingest.py --models sface --workers 2 --model-threads 1
+
+facenet runs only when its weights are on disk (it never downloads here).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from indexer import settings as settings_mod
 from indexer.imageio import decode
 from indexer.models import create_model
+from indexer.models.auto import choose_model
 from indexer.pipeline import Indexer
 from indexer.store import Store
 
@@ -36,11 +43,62 @@ def photo_set(faces: Path, lfw_count: int) -> list[Path]:
     return lfw[:: max(1, len(lfw) // lfw_count)][:lfw_count] + groups + full_size
 
 
+def bench_model(name: str, settings: settings_mod.Settings, library: Path, work: Path
+                ) -> dict[str, float]:
+    files = sorted(library.iterdir())
+    n = len(files)
+    model = create_model(name, settings, parallel=True)
+    model.load()
+    workers = getattr(model, "workers", 1)
+
+    # faceidx index: a new home, the real pipeline
+    run = replace(settings, home=work / f"home-{name}")
+    t = time.perf_counter()
+    with Store.open(run, model.info) as store, Indexer(store, model, run) as indexer:
+        summary = indexer.index([library])
+    index_s = time.perf_counter() - t
+
+    # the bare loop: pre-decoded photos, the same parallel model, batches as the pipeline's
+    images = [decode(f, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+              for f in files]
+    t = time.perf_counter()
+    bare_faces = 0
+    for start in range(0, n, settings.batch_size):
+        bare_faces += sum(map(len, model.analyze(images[start:start + settings.batch_size])))
+    bare_s = time.perf_counter() - t
+    del images
+    close = getattr(model, "close", None)
+    if close is not None:
+        close()
+
+    # the naive loop: one photo at a time, full decode, detection at full resolution
+    naive_model = create_model(name, replace(settings, detect_max_side=10**6))
+    naive_model.load()
+    t = time.perf_counter()
+    naive_faces = 0
+    for f in files:
+        rgb = decode(f, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+        naive_faces += len(naive_model.analyze([rgb])[0])
+    naive_s = time.perf_counter() - t
+
+    print(f"{name}: {workers} worker process(es), OpenCV threads "
+          f"{settings.model_threads or 'default'}")
+    print(f"  faceidx index: {n / index_s:6.2f} photos/s ({summary.faces_added} faces, "
+          f"{index_s:.1f} s)")
+    print(f"  bare loop:     {n / bare_s:6.2f} photos/s ({bare_faces} faces, {bare_s:.1f} s)")
+    print(f"  naive loop:    {n / naive_s:6.2f} photos/s ({naive_faces} faces, {naive_s:.1f} s)")
+    print(f"  index / bare: {bare_s / index_s:.2f}x; index / naive: {naive_s / index_s:.2f}x",
+          flush=True)
+    return {"index": n / index_s, "bare": n / bare_s, "naive": n / naive_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
-    parser.add_argument("--model", default="dlib")
+    parser.add_argument("--models", default="dlib,sface,facenet")
     parser.add_argument("--lfw", type=int, default=60, help="LFW photos in the set")
+    parser.add_argument("--workers", type=int, default=None, help="model processes")
+    parser.add_argument("--model-threads", type=int, default=None, help="OpenCV threads")
     args = parser.parse_args()
 
     photos = photo_set(args.faces, args.lfw)
@@ -50,56 +108,20 @@ def main() -> None:
         library.mkdir()
         for i, p in enumerate(photos):
             shutil.copy2(p, library / f"{i:04d}_{p.name}")
-        settings = settings_mod.load({"home": work / "home"})
-        model = create_model(args.model, settings)
-        model.load()
-        print(f"{len(photos)} photos, model {args.model}, batch {settings.batch_size}, "
-              f"detect on a copy of at most {settings.detect_max_side} px")
-
-        files = sorted(library.iterdir())
-        t0 = time.perf_counter()
-        faces_bare = 0
-        for f in files:  # (a) the same model, same settings, a bare loop: no store, no hashing
-            rgb = decode(f, max_pixels=settings.max_image_pixels,
-                         max_bytes=settings.max_file_bytes)
-            faces_bare += len(model.analyze([rgb])[0])
-        bare = time.perf_counter() - t0
-
-        def run_index(home: str, face_model: object) -> tuple[float, int]:
-            run_settings = replace(settings, home=work / home)
-            t = time.perf_counter()
-            with Store.open(run_settings, model.info) as store, \
-                    Indexer(store, face_model, run_settings) as indexer:  # type: ignore[arg-type]
-                result = indexer.index([library])
-            return time.perf_counter() - t, result.faces_added
-
-        pipeline, faces_pipeline = run_index("home-1", model)  # one process, like the bare loop
-        parallel_model = create_model(args.model, settings, parallel=True)
-        parallel_model.load()
-        parallel, faces_parallel = run_index("home-n", parallel_model)
-        workers = getattr(parallel_model, "workers", 1)
-
-        naive_settings = replace(settings, detect_max_side=10**6)
-        naive_model = create_model(args.model, naive_settings)
-        naive_model.load()
-        t0 = time.perf_counter()
-        faces_naive = 0
-        for f in files:  # (b) one image at a time, detection at full resolution
-            rgb = decode(f, max_pixels=settings.max_image_pixels,
-                         max_bytes=settings.max_file_bytes)
-            faces_naive += len(naive_model.analyze([rgb])[0])
-        naive = time.perf_counter() - t0
-
-        n = len(files)
-        print(f"faceidx index, {workers} workers: {n / parallel:6.2f} images/s "
-              f"({faces_parallel} faces, {parallel:.1f} s)")
-        print(f"faceidx index, 1 process: {n / pipeline:6.2f} images/s ({faces_pipeline} faces, "
-              f"{pipeline:.1f} s)")
-        print(f"bare loop: {n / bare:6.2f} images/s ({faces_bare} faces, {bare:.1f} s)")
-        print(f"naive loop: {n / naive:6.2f} images/s ({faces_naive} faces, {naive:.1f} s)")
-        print(f"pipeline overhead, 1 process (index time / bare time): {pipeline / bare:.2f}")
-        print(f"speed-up of {workers} workers over 1 process: {pipeline / parallel:.2f}")
-        print(f"speed-up over the naive loop (naive time / index time): {naive / parallel:.2f}")
+        settings = settings_mod.load({"home": work / "home", "workers": args.workers,
+                                      "model_threads": args.model_threads, "facenet_probe": ""})
+        print(f"{len(photos)} photos ({args.lfw} LFW portraits, group photos, full-size "
+              f"photos), batch {settings.batch_size}, detection copy at most "
+              f"{settings.detect_max_side} px")
+        rates = {}
+        for name in args.models.split(","):
+            if name == "facenet" and choose_model(settings)[0] != "facenet":
+                print("facenet: skipped, its weights are not on this machine")
+                continue
+            rates[name] = bench_model(name, settings, library, work)
+        if "sface" in rates and "dlib" in rates:
+            ratio = rates["sface"]["index"] / rates["dlib"]["index"]
+            print(f"sface / dlib, faceidx index: {ratio:.1f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

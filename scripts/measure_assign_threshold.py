@@ -2,6 +2,7 @@
 
     uv run faceidx index --model dlib --home /tmp/lfw ../shared/faces/lfw
     uv run python scripts/measure_assign_threshold.py --home /tmp/lfw --root ../shared/faces/lfw
+    (sface: --thresholds 0.70,1.10,0.04)
 
 For every identity with at least --min-faces labelled faces, each face in turn is held out;
 its distance to its own identity's centroid (of the others) is a "same" distance, and its
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--min-faces", type=int, default=4)
+    parser.add_argument("--thresholds", default="0.26,0.42,0.02",
+                        help="start,stop,step of the thresholds tried (sface: 0.70,1.10,0.04)")
     args = parser.parse_args()
 
     with Store.open(settings_mod.load({"home": args.home}), read_only=True) as store:
@@ -64,7 +67,8 @@ def main() -> None:
     # at all is wrong.
     print("threshold  known: right  wrong  waits   stranger: wrongly assigned")
     nearest = np.minimum(same_a, other_a)
-    for t in np.arange(0.26, 0.42, 0.02):
+    start, stop, step = map(float, args.thresholds.split(","))
+    for t in np.arange(start, stop + step / 2, step):
         assigned = nearest <= t
         right = (assigned & ok).mean()
         wrong = (assigned & ~ok).mean()

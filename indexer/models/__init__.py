@@ -21,6 +21,28 @@ AUTO = "auto"
 SAME_PERSON_DISTANCE = {"dlib": 0.42, "facenet": 1.04, "sface": 1.13}
 
 
+# Measured thresholds, used instead of dlib's scaled by SAME_PERSON_DISTANCE where present.
+# sface, on its LFW index (../shared/faces/lfw): a partial index of 2,560 photos (949 people)
+# first, with scripts/measure_cluster_distances.py and scripts/measure_assign_threshold.py
+# (--thresholds 0.70,1.10,0.04), then checked on all 7,171 photos with `faceidx eval`.
+# SFace's same-person distances are 0.78 (median; p95 0.95), different people 1.35 (median;
+# p1 1.18), so dlib's defaults scaled by 1.13 / 0.42 sit about 10% too tight.
+ASSIGN_THRESHOLD = {"sface": 0.94}
+"""Online assignment: at 0.94, 98.9% of held-out known faces join the right person, none a
+wrong one and no stranger is assigned (at 1.06 0.3% of strangers are; at 0.82 only 94% join)."""
+CLUSTER_DISTANCES = {
+    "sface": {
+        # hdbscan refinement: BCubed F1 0.972 (dlib's scaled) -> 0.990 at x1.10, 0.970 at x1.2
+        "split_distance": 1.01, "merge_distance": 0.74, "attach_distance": 0.98,
+        "cw_threshold": 0.99,  # 0.956 scaled -> 0.992 (0.958 at 1.08)
+        "dbscan_eps": 0.99,  # 0.956 scaled -> 0.993 (0.841 at 1.08)
+        "agglomerative_threshold": 1.07,  # 0.977 scaled -> 0.991 (0.977 at 1.11)
+        "kmeans_estimate_distance": 1.0,
+    },
+}
+"""Per-model clustering distances (fields of indexer.clustering.ClusterParams)."""
+
+
 def distance_scale(model_name: str) -> float:
     """How much larger `model_name`'s distances are than dlib's (thresholds are set on dlib)."""
     return SAME_PERSON_DISTANCE.get(model_name, SAME_PERSON_DISTANCE["dlib"]) / \
@@ -54,5 +76,5 @@ def create_model(name: str, settings: Settings, *, parallel: bool = False) -> Fa
     raise FaceidxError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
 
 
-__all__ = ["AUTO", "MODEL_NAMES", "SAME_PERSON_DISTANCE", "FaceModel", "create_model",
-           "distance_scale"]
+__all__ = ["ASSIGN_THRESHOLD", "AUTO", "CLUSTER_DISTANCES", "MODEL_NAMES", "SAME_PERSON_DISTANCE",
+           "FaceModel", "create_model", "distance_scale"]
