@@ -109,6 +109,8 @@ def query(
                 dist = "" if m.assign_distance is None else \
                     f"; {m.assign_distance:.3f} from its centroid"
                 typer.echo(f"         {'':<11} ({m.assign_reason}{dist})")
+        typer.echo(f"  {face.verdict.line()}" if face.verdict is not None
+                   else "  nobody known yet: no people in the index (run `faceidx recluster`)")
 
 
 @app.command()
@@ -131,7 +133,8 @@ def status(
     typer.echo(f"home:      {info['home']}")
     typer.echo(f"model:     {model['name']} ({model['dim']}-d, {model['weights']})"
                if model else "model:     (none yet)")
-    typer.echo(f"images:    {info['images']} ({info['failed']} failed)")
+    typer.echo(f"images:    {info['images']} ({info['images_no_face']} with no face, "
+               f"{info['failed']} failed)")
     typer.echo(f"faces:     {info['faces']} ({info['unassigned']} unassigned)")
     typer.echo(f"clusters:  {info['clusters']}  people: {info['people']}")
     running = info["indexer_running"]

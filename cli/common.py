@@ -29,6 +29,27 @@ HomeOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+def _flags_read_as_flags() -> None:
+    """Typer 0.29 prints a type after every on/off flag in --help (`--json <bool>`), as if it
+    took a value; show flags bare, as they are typed."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "faceidx_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if (self.is_bool_flag or self.count) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich.faceidx_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_read_as_flags()
+
+
 def err_console() -> Console:
     from rich.console import Console
 

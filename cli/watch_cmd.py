@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -70,7 +71,8 @@ def register(app: typer.Typer) -> None:
         roots = resolve_roots(paths)
         _refuse_if_busy(settings.home)  # before the model loads: a second daemon fails fast
         face_model = service.model_for_index(settings, settings.model)
-        daemon = WatchDaemon(settings, face_model, roots, polling=poll)
+        daemon = WatchDaemon(settings, face_model, roots, polling=poll,
+                             progress=CatchUpProgress())
         restore = _stop_on_signals(daemon.stop, lambda: daemon.stopping)
         web = None
         if serve:
@@ -92,6 +94,52 @@ def register(app: typer.Typer) -> None:
             f"copied {s.copied}, removed {s.removed}, failed {s.failed}; faces added "
             f"{s.faces_added}, removed {s.faces_removed}; {report.reclusters} recluster(s)",
             err=True)
+
+
+class CatchUpProgress:
+    """The daemon's catch-up on stderr, always: a line with count, total, rate and ETA every
+    few seconds, and one when it is done."""
+
+    EVERY = 5.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.total = self.done = 0
+        self.started = self.last = 0.0
+
+    def start(self, total: int, description: str) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = self.clock()
+        typer.echo(f"faceidx: {description}: {total} file(s) to index", err=True)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = self.clock()
+        if self.done < self.total and now - self.last < self.EVERY:
+            return
+        self.last = now
+        typer.echo(f"faceidx: {self.line(now)}", err=True)
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        if self.done >= self.total:
+            return (f"catch-up done: {self.done}/{self.total} files in "
+                    f"{_duration(elapsed)} ({rate:.1f} files/s)")
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        return (f"catch-up: {self.done}/{self.total} files, {rate:.1f} files/s, "
+                f"ETA {_duration(eta)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def _refuse_if_busy(home: Path) -> None:

@@ -62,14 +62,42 @@ def open_for_reading(settings: Settings) -> Store:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """Who a query face most likely is: the nearest person's centre, and whether it is within
+    the model's same-person (assignment) threshold."""
+
+    cluster_id: int
+    name: str | None
+    distance: float  # from the face to that person's centroid
+    threshold: float  # same person below this (indexer.assign.threshold_for)
+
+    @property
+    def same_person(self) -> bool:
+        return self.distance <= self.threshold
+
+    def line(self) -> str:
+        who = self.name or f"cluster {self.cluster_id}"
+        if self.same_person:
+            return (f"most likely: {who}, distance {self.distance:.2f}, "
+                    f"same person below {self.threshold:.2f}")
+        return (f"nobody known: the nearest is {who} at distance {self.distance:.2f}, "
+                f"same person below {self.threshold:.2f}")
+
+
+@dataclass(frozen=True)
 class QueryFace:
     bbox: BBox
     matches: list[Match]
+    verdict: Verdict | None = None
 
     def to_json(self) -> dict[str, Any]:
+        verdict = None if self.verdict is None else {
+            **asdict(self.verdict), "distance": round(self.verdict.distance, 4),
+            "same_person": self.verdict.same_person}
         return {"bbox": [round(v, 1) for v in self.bbox],
                 "matches": [{**asdict(m), "bbox": [round(v, 1) for v in m.bbox],
-                             "distance": round(m.distance, 4)} for m in self.matches]}
+                             "distance": round(m.distance, 4)} for m in self.matches],
+                "verdict": verdict}
 
 
 def query_image(settings: Settings, image: Path, k: int) -> list[QueryFace]:
@@ -121,14 +149,40 @@ def query_rgb(settings: Settings, rgb: Any, k: int, *,
     faces = model.analyze([rgb])[0]
     if not faces:
         return []
+    import numpy as np
+
+    vectors = np.stack([f.embedding for f in faces]).astype(np.float32)
     store = open_for_reading(settings)
     try:
-        import numpy as np
-
-        results = store.search(np.stack([f.embedding for f in faces]), k)
+        results = store.search(vectors, k)
+        verdicts = _verdicts(store, settings, vectors)
     finally:
         store.close(save=False)
-    return [QueryFace(bbox=f.bbox, matches=m) for f, m in zip(faces, results, strict=True)]
+    return [QueryFace(bbox=f.bbox, matches=m, verdict=v)
+            for f, m, v in zip(faces, results, verdicts, strict=True)]
+
+
+def _verdicts(store: Store, settings: Settings, vectors: Any) -> list[Verdict | None]:
+    """Each face's nearest person centre, judged by the model's assignment threshold."""
+    import numpy as np
+
+    from .assign import threshold_for
+    from .store import distance_from_ip
+
+    ids, centroids, _ = store.centroids()
+    if len(ids) == 0:
+        return [None] * len(vectors)
+    unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    dist = distance_from_ip(vectors @ unit.T)
+    names = store.cluster_names()
+    threshold = threshold_for(store.model.name, settings)
+    out: list[Verdict | None] = []
+    for row in dist:
+        i = int(np.argmin(row))
+        cid = int(ids[i])
+        out.append(Verdict(cluster_id=cid, name=names.get(cid), distance=float(row[i]),
+                           threshold=threshold))
+    return out
 
 
 def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]:
@@ -140,6 +194,7 @@ def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]
             "home": str(settings.home),
             "images": counts.images,
             "images_ok": counts.ok,
+            "images_no_face": counts.no_face,
             "faces": counts.faces,
             "clusters": counts.clusters,
             "people": counts.people,

@@ -37,7 +37,7 @@ import numpy as np
 from .assign import Assigner
 from .locks import IngestLock
 from .models import FaceModel
-from .pipeline import Indexer, resolve_roots, scan
+from .pipeline import Indexer, Progress, resolve_roots, scan
 from .settings import Settings
 from .store import Store
 from .types import IndexSummary, Matrix
@@ -101,8 +101,11 @@ class WatchDaemon:
     def __init__(self, settings: Settings, model: FaceModel, roots: Sequence[Path | str], *,
                  recluster: Recluster | None = default_recluster,
                  observer_factory: ObserverFactory | None = None,
-                 polling: bool = False) -> None:
+                 polling: bool = False, progress: Progress | None = None) -> None:
         self.settings = settings
+        self.progress = progress
+        """Told the catch-up's file count, then each batch of it indexed (stderr in the CLI)."""
+        self._catch_up_left = 0
         self.model = model
         self.roots = resolve_roots(roots)
         self.recluster_fn = recluster
@@ -255,6 +258,9 @@ class WatchDaemon:
             self._pending[key] = _Pending(f.size, f.mtime, float("-inf") if settled else now)
             queued += 1
         log.info("catch-up: %d file(s) on disk, %d new or changed", len(disk), queued)
+        if queued and self.progress is not None:
+            self.progress.start(queued, "catch-up")
+            self._catch_up_left = queued
 
     # ------------------------------------------------------------------ events
     def _apply_ops(self, ops: list[Op]) -> None:
@@ -407,6 +413,10 @@ class WatchDaemon:
             return
         for key in keys:
             self._pending.pop(key, None)
+        if self._catch_up_left and self.progress is not None:
+            done = min(len(keys), self._catch_up_left)
+            self._catch_up_left -= done
+            self.progress.advance(done)
 
     def _on_faces_added(self, con: duckdb.DuckDBPyConnection, face_ids: list[int],
                         vectors: Matrix) -> None:

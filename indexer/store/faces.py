@@ -80,7 +80,9 @@ class FacesMixin:
                 "(SELECT count(*) FROM faces), "
                 "(SELECT count(*) FROM clusters WHERE size > 0), "
                 "(SELECT count(*) FROM people), "
-                "(SELECT count(*) FROM faces WHERE cluster_id IS NULL OR cluster_id < 0)"
+                "(SELECT count(*) FROM faces WHERE cluster_id IS NULL OR cluster_id < 0), "
+                "(SELECT count(*) FROM images i WHERE status = 'ok' AND NOT EXISTS "
+                "(SELECT 1 FROM faces f WHERE f.image_id = i.image_id))"
             ).fetchone()
         assert row is not None
         return Counts(*(int(v) for v in row))

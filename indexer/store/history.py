@@ -227,18 +227,20 @@ class _Restorer:
         """Where cluster `x` (an id in the recorded before-state) lives now."""
         if x in self.mapping:
             return self.mapping[x]
+        anchors = self.state["anchors"].get(str(x))
         if x in self.removed:
-            cid = x if self._free(x) else self._fresh()
+            cid = x if self._ours(x) else self._fresh()
         elif x in self.named or self._pinned(x):
             cid = x  # reclusters never renumber a named or pinned cluster
+        elif anchors is None:  # no face left it: it was only the target
+            cid = x if self._exists(x) or self._ours(x) else self._fresh()
         else:
-            anchors = [int(f) for f in self.state["anchors"].get(str(x), [])]
             rows = self.con.execute(
                 "SELECT cluster_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
-                "AND cluster_id IS NOT NULL", [anchors]).fetchall()
+                "AND cluster_id IS NOT NULL", [[int(f) for f in anchors]]).fetchall()
             if rows:
                 cid = Counter(int(r[0]) for r in rows).most_common(1)[0][0]
-            elif self._free(x) or self._empty(x):
+            elif self._ours(x):
                 cid = x
             else:
                 cid = self._fresh()
@@ -247,21 +249,25 @@ class _Restorer:
             log.info("undo: cluster %d is now %d", x, cid)
         return cid
 
+    def _exists(self, x: int) -> bool:
+        return self.con.execute("SELECT 1 FROM clusters WHERE cluster_id = ?",
+                                [x]).fetchone() is not None
+
+    def _ours(self, x: int) -> bool:
+        """No one but the faces going back to `x` uses that id now (it may be free)."""
+        mine = [int(f) for f, (b, _) in self.state["faces"].items()
+                if x in (b[0], b[3])]
+        row = self.con.execute(
+            "SELECT (SELECT count(*) FROM faces WHERE cluster_id = $x "
+            "AND face_id NOT IN (SELECT unnest($mine))) "
+            "+ (SELECT count(*) FROM people WHERE cluster_id = $x) "
+            "+ (SELECT count(*) FROM face_pins WHERE cluster_id = $x "
+            "AND face_id NOT IN (SELECT unnest($mine)))", {"x": x, "mine": mine}).fetchone()
+        return row is not None and int(row[0]) == 0
+
     def _pinned(self, x: int) -> bool:
         return self.con.execute("SELECT 1 FROM face_pins WHERE cluster_id = ? LIMIT 1",
                                 [x]).fetchone() is not None
-
-    def _empty(self, x: int) -> bool:
-        return self.con.execute("SELECT 1 FROM faces WHERE cluster_id = ? LIMIT 1",
-                                [x]).fetchone() is None
-
-    def _free(self, x: int) -> bool:
-        row = self.con.execute(
-            "SELECT (SELECT count(*) FROM clusters WHERE cluster_id = $x) "
-            "+ (SELECT count(*) FROM faces WHERE cluster_id = $x) "
-            "+ (SELECT count(*) FROM people WHERE cluster_id = $x) "
-            "+ (SELECT count(*) FROM face_pins WHERE cluster_id = $x)", {"x": x}).fetchone()
-        return row is not None and int(row[0]) == 0
 
     def _fresh(self) -> int:
         if self.fresh_next is None:

@@ -81,6 +81,7 @@ class Counts:
     clusters: int
     people: int
     unassigned: int
+    no_face: int  # photos read fine in which no face was found
 
 
 @dataclass(frozen=True)
