@@ -112,3 +112,29 @@ def copy_photos(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         return link_tree(files, tmp_path / name, base)
 
     yield copy
+
+
+@pytest.fixture(scope="session")
+def celeb_built(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, Path]:
+    """The five_celebrity train_ photos indexed with dlib and reclustered once, for the whole
+    session (tests copy it: see `celeb`); val_ photos held back. Returns (home, photo root)."""
+    from cli.app import app
+
+    root = tmp_path_factory.mktemp("celeb")
+    source = faces_dir / "five_celebrity"
+    link_tree(sorted(source.glob("*/train_*")), root / "library", base=source)
+    link_tree(sorted(source.glob("*/val_*")), root / "later", base=source)
+    for args in (["index", "--model", "dlib", str(root / "library")], ["recluster"]):
+        result = CliRunner().invoke(app, [*args, "--home", str(root / "home")])
+        assert result.exit_code == 0, result.stderr
+    return root / "home", root
+
+
+@pytest.fixture
+def celeb(celeb_built: tuple[Path, Path], home: Path) -> Path:
+    """A private copy of the built index as this test's home; returns the photo root."""
+    import shutil
+
+    shutil.copytree(celeb_built[0], home)
+    return celeb_built[1]

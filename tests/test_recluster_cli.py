@@ -1,42 +1,14 @@
 """Reclustering through the CLI: stable ids, names that survive, corrections that hold."""
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from indexer import settings as settings_mod
 from indexer.assign import Assigner
 from indexer.store import Store
-from tests.conftest import link_tree
-
-
-@pytest.fixture(scope="module")
-def celeb_built(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory
-                ) -> tuple[Path, Path]:
-    """The five_celebrity train_ photos indexed and reclustered once; val_ photos held back."""
-    from typer.testing import CliRunner
-
-    from cli.app import app
-
-    root = tmp_path_factory.mktemp("celeb")
-    source = faces_dir / "five_celebrity"
-    link_tree(sorted(source.glob("*/train_*")), root / "library", base=source)
-    link_tree(sorted(source.glob("*/val_*")), root / "later", base=source)
-    for args in (["index", "--model", "dlib", str(root / "library")], ["recluster"]):
-        result = CliRunner().invoke(app, [*args, "--home", str(root / "home")])
-        assert result.exit_code == 0, result.stderr
-    return root / "home", root
-
-
-@pytest.fixture
-def celeb(celeb_built: tuple[Path, Path], home: Path) -> Path:
-    """A private copy of the built index as this test's home; returns the photo root."""
-    shutil.copytree(celeb_built[0], home)
-    return celeb_built[1]
 
 
 def _store(home: Path) -> Store:

@@ -191,6 +191,9 @@ def test_sigterm_mid_batch_then_status_and_query_beside_the_busy_restart(
     finally:
         if proc.poll() is None:
             proc.kill()
+    restart_log = log.read_text()
+    assert f"catch-up: {PHOTOS - partial} file(s) to index" in restart_log, restart_log
+    assert f"catch-up done: {PHOTOS - partial}/{PHOTOS - partial} files" in restart_log
     assert faces_of(home, folder) == clean_run, "nothing lost, nothing twice"
     assert_faiss_in_step(home)
 
