@@ -55,7 +55,8 @@ def time_url(client: httpx.Client, url: str, n: int) -> list[float]:
 
 def start_serve(home: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "cli.app", "serve", "--home", str(home),
-                             "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                             "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)  # no signal meant for another child
     url = proc.stdout.readline().strip()  # type: ignore[union-attr]
     if not url.startswith("http"):
         raise SystemExit("faceidx serve did not start")
@@ -155,7 +156,7 @@ def main() -> None:
                             watcher = subprocess.Popen(
                                 [sys.executable, "-m", "cli.app", "watch", str(inbox), "--home",
                                  str(home), "--recluster-every", "0"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=fh)
+                                stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
                         while "watching" not in log.read_text() and watcher.poll() is None:
                             time.sleep(0.2)
                         time.sleep(5)  # the model is loaded; batches are being written
