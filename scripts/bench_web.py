@@ -157,9 +157,12 @@ def main() -> None:
                                 [sys.executable, "-m", "cli.app", "watch", str(inbox), "--home",
                                  str(home), "--recluster-every", "0"], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
-                        while "watching" not in log.read_text() and watcher.poll() is None:
-                            time.sleep(0.2)
-                        time.sleep(5)  # the model is loaded; batches are being written
+                        before = service.status(settings)["images"]
+                        while service.status(settings)["images"] == before:  # first batch in
+                            if watcher.poll() is not None:
+                                raise SystemExit(f"the daemon exited: {log.read_text()}")
+                            time.sleep(0.5)
+                        ingest_start = (time.perf_counter(), service.status(settings)["images"])
                     try:
                         for name, url in urls.items():
                             ms = time_url(client, url, args.requests)
@@ -172,6 +175,13 @@ def main() -> None:
                         rows.append((label, "Face crop (cached)", pct(ms, .5), pct(ms, .95),
                                      max(ms)))
                         if watcher is not None:
+                            seconds = time.perf_counter() - ingest_start[0]
+                            now = service.status(settings)
+                            ingested = now["images"] - ingest_start[1]
+                            still = (now["indexer_running"] or {}).get("queued", 0)
+                            print(f"[{size}] the daemon wrote {ingested} photos in the "
+                                  f"{seconds:.0f} s of timing ({still} still queued)",
+                                  file=sys.stderr)
                             fresh = browse.unassigned(settings, limit=args.requests).others
                             fresh = [f for f in fresh if not f.path.startswith("synthetic")]
                             ms = []
