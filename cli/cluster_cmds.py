@@ -254,9 +254,13 @@ def eval_(
         echo_json({k: {m: v for m, v in r.items() if m != "params"} for k, r in results.items()})
         return
     header = (f"{'algorithm':<17} {'pairwise F1':>11} {'BCubed F1':>9} {'NMI':>6} "
-              f"{'clusters':>8} {'identities':>10} {'outliers':>8} {'seconds':>8}")
+              f"{'clusters':>8} {'identities':>10} {'outliers':>8} {'same-photo':>10} "
+              f"{'seconds':>8}")
     typer.echo(header)
     for name_, r in results.items():
         typer.echo(f"{name_:<17} {r['pairwise_f1']:>11.4f} {r['bcubed_f1']:>9.4f} "
                    f"{r['nmi']:>6.4f} {r['n_clusters']:>8} {r['n_identities']:>10} "
-                   f"{r['outlier_fraction']:>8.3f} {r['seconds']:>8.2f}")
+                   f"{r['outlier_fraction']:>8.3f} {r['cannot_link_violations']:>10} "
+                   f"{r['seconds']:>8.2f}")
+    typer.echo("same-photo: faces sharing a person with another face of their photo "
+               "(cannot-link violations; 0 when the constraint holds)")

@@ -62,6 +62,35 @@ class ReclusterReport:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __str__(self) -> str:
+        return (f"{self.clusters} people from {self.faces} faces: {self.kept} kept, "
+                f"{self.new} new, {self.dissolved} dissolved; {self.faces_moved} faces moved, "
+                f"{self.outliers} unassigned")
+
+
+def recluster_due(new_faces: int, faces_before: int, seconds_since_last: float,
+                  settings: Settings, *, drained: bool) -> str | None:
+    """Why the watch daemon's periodic recluster is due now, or None.
+
+    Due once the index grew by `recluster_growth` (a fraction of the faces at the last
+    recluster) or by `recluster_every` faces, whichever comes first, and never sooner than
+    `recluster_interval` seconds after the last one. With no minimum interval it waits for the
+    queue to drain. `recluster_every` 0 turns the periodic recluster off.
+    """
+    if new_faces <= 0 or settings.recluster_every <= 0:
+        return None
+    if seconds_since_last < settings.recluster_interval:
+        return None
+    if settings.recluster_interval <= 0 and not drained:
+        return None
+    if new_faces >= settings.recluster_every:
+        return f"{new_faces} new faces (recluster_every {settings.recluster_every})"
+    growth = settings.recluster_growth
+    if growth > 0 and new_faces >= growth * faces_before:
+        return (f"the index grew by {new_faces} faces, {new_faces / max(faces_before, 1):.0%} "
+                f"of {faces_before} (recluster_growth {growth:.0%})")
+    return None
+
 
 def recluster(store: Store, settings: Settings, algorithm: str | None = None,
               params: ClusterParams | None = None) -> ReclusterReport:
@@ -73,24 +102,26 @@ def recluster(store: Store, settings: Settings, algorithm: str | None = None,
     store.release()  # let a watch daemon write while we compute
     n = len(snap.face_ids)
     log.info("reclustering %d faces with %s", n, algorithm)
-    result = cluster(snap.vectors, algorithm, params) if n else None
+    result = cluster(snap.vectors, algorithm, params, groups=snap.image_ids) if n else None
     labels = result.labels if result is not None else np.zeros(0, dtype=np.int64)
     row_of = {int(f): i for i, f in enumerate(snap.face_ids.tolist())}
     pinned = {row_of[f]: c for f, c in snap.pins.items() if f in row_of}
     rejected = {(row_of[f], c) for f, c in snap.rejected if f in row_of}
     final, report = reconcile(labels, snap.previous, snap.named, pinned, rejected,
-                              snap.next_cluster_id)
+                              snap.next_cluster_id, vectors=snap.vectors,
+                              groups=snap.image_ids)
     rows, distances = _cluster_rows(snap.face_ids, snap.vectors, final)
     store.apply_clustering(snap.face_ids, final, distances, f"recluster ({algorithm})", rows,
-                           keep=snap.named)
-    if result is not None:
-        _save_last_run(store, settings, algorithm, result.params, result.condensed_tree)
+                           keep=snap.named, fresh_from=snap.next_cluster_id)
     out = ReclusterReport(
         algorithm=algorithm, params=result.params if result else {}, faces=n,
         clusters=len(rows), outliers=int((final < 0).sum()), kept=len(report.kept),
         new=len(report.new), dissolved=len(report.dissolved),
-        named_kept=len(snap.named), faces_moved=report.changed_faces,
+        named_kept=len(snap.named), faces_moved=int((final != snap.previous).sum()),
         seconds=round(time.perf_counter() - start, 3))
+    if result is not None:
+        _save_last_run(store, settings, algorithm, result.params, result.condensed_tree,
+                       {k: v for k, v in out.to_json().items() if k != "params"})
     log.info("recluster: %d clusters (%d kept, %d new, %d dissolved), %d outliers, "
              "%d faces moved", out.clusters, out.kept, out.new, out.dissolved, out.outliers,
              out.faces_moved)
@@ -126,7 +157,8 @@ def _cluster_rows(face_ids: np.ndarray, vectors: np.ndarray, final: np.ndarray
 
 
 def _save_last_run(store: Store, settings: Settings, algorithm: str, params: dict[str, Any],
-                   condensed_tree: np.ndarray | None) -> None:
+                   condensed_tree: np.ndarray | None,
+                   changes: dict[str, Any] | None = None) -> None:
     """Remember how the last recluster ran (export plots its condensed tree)."""
     tree_path = settings.home / "condensed_tree.npy"
     if condensed_tree is not None:
@@ -138,4 +170,4 @@ def _save_last_run(store: Store, settings: Settings, algorithm: str, params: dic
         tree_path.unlink(missing_ok=True)
     store.set_meta("last_recluster", json.dumps(
         {"algorithm": algorithm, "params": params, "at": time.time(),
-         "condensed_tree": condensed_tree is not None}, default=str))
+         "condensed_tree": condensed_tree is not None, **(changes or {})}, default=str))

@@ -7,11 +7,12 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-from indexer.clustering import algorithms
+from indexer.clustering import algorithms, constraints
 from indexer.clustering.fast_hdbscan import HdbscanConfig, effective_min_samples, fast_hdbscan
 from indexer.clustering.knn import KnnConfig, KnnGraph, as_float32, build_knn
+from indexer.clustering.labels import compact
 from indexer.clustering.params import ALGORITHMS, ClusterParams, ClusterResult, params_for
 from indexer.clustering.refine import refine
 
@@ -36,7 +37,9 @@ def _knn(x: NDArray[np.float32], params: ClusterParams, k: int) -> KnnGraph:
     return build_knn(x, k, config, seed=params.seed)
 
 
-def _hdbscan(x: NDArray[np.float32], params: ClusterParams) -> ClusterResult:
+def _hdbscan(
+    x: NDArray[np.float32], params: ClusterParams, groups: constraints.Groups | None
+) -> ClusterResult:
     n = x.shape[0]
     config = HdbscanConfig(
         min_cluster_size=params.min_cluster_size,
@@ -50,8 +53,9 @@ def _hdbscan(x: NDArray[np.float32], params: ClusterParams) -> ClusterResult:
     ms = effective_min_samples(n, params.min_cluster_size, params.min_samples)
     knn = _knn(x, params, max(params.knn_k, ms + 1)) if n > 1 else None
     out = fast_hdbscan(x, config, knn=knn)
-    labels = out.labels
     details: dict[str, object] = {"exact": out.exact, "hdbscan_labels": out.labels}
+    labels, ejected = constraints.enforce(x, out.labels, groups)
+    details["cannot_link_split"] = ejected
     if params.refine and n > 1:
         labels, report = refine(
             x,
@@ -60,6 +64,7 @@ def _hdbscan(x: NDArray[np.float32], params: ClusterParams) -> ClusterResult:
             split_distance=params.split_distance,
             attach_distance=params.attach_distance,
             merge_distance=params.merge_distance,
+            groups=groups,
         )
         details["refine"] = asdict(report)
     return ClusterResult(
@@ -77,10 +82,13 @@ def cluster(
     embeddings: NDArray[np.floating],
     algorithm: str = "hdbscan",
     params: ClusterParams | None = None,
+    groups: ArrayLike | None = None,
 ) -> ClusterResult:
     """Cluster (N, D) L2-normalised face embeddings; label -1 marks outliers.
 
     The default (HDBSCAN plus refinement, default ClusterParams) is the recommended recluster.
+    `groups` gives each face's photo: faces of one photo never share a cluster (cannot-link);
+    where an algorithm put them together, the face nearest the cluster's medoid stays.
     """
     if algorithm not in ALGORITHMS:
         raise UnknownAlgorithmError(f"unknown algorithm {algorithm!r}; choose from {ALGORITHMS}")
@@ -88,8 +96,9 @@ def cluster(
     start = time.perf_counter()
     x = _check(embeddings)
     n = x.shape[0]
+    photos = constraints.as_groups(groups, n)
     if algorithm == "hdbscan":
-        result = _hdbscan(x, params)
+        result = _hdbscan(x, params, photos)
     else:
         if n < 2:
             labels = np.full(n, -1, dtype=np.int64)
@@ -112,6 +121,11 @@ def cluster(
                 x, params.agglomerative_threshold, params.agglomerative_max_faces
             )
         result = ClusterResult(labels=labels, algorithm=algorithm, params={}, seconds=0.0)
+    if photos is not None:
+        labels, ejected = constraints.enforce(x, result.labels, photos)
+        result.labels = compact(labels)
+        result.details["cannot_link_split"] = (
+            int(result.details.get("cannot_link_split", 0)) + ejected)
     result.params = params_for(algorithm, params)
     result.seconds = time.perf_counter() - start
     logger.info(

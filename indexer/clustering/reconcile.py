@@ -13,6 +13,8 @@ Rules, in order:
    together in one cluster.
 4. Pinned faces end in the cluster they are pinned to, whatever the algorithm said.
 5. A face rejected from cluster X that would end in X becomes an outlier (-1).
+6. With photo groups, no id ends up with two faces of one photo: pinned faces stay (the user
+   put them there), else the face nearest the cluster's medoid stays; the others become -1.
 Old unnamed ids that end up with no face are reported as dissolved.
 """
 
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from indexer.clustering import constraints
 
 
 class ReconcileError(ValueError):
@@ -46,8 +50,13 @@ def reconcile(
     pinned: Mapping[int, int],
     rejected: Iterable[tuple[int, int]],
     next_id: int,
+    *,
+    vectors: NDArray[np.floating] | None = None,
+    groups: ArrayLike | None = None,
 ) -> tuple[NDArray[np.int64], ReconcileReport]:
-    """Final cluster id per face (-1 = outlier) and a report; see the module docstring."""
+    """Final cluster id per face (-1 = outlier) and a report; see the module docstring.
+
+    `groups` (each face's photo, with its `vectors` for the medoids) turns on rule 6."""
     new = np.asarray(new_labels, dtype=np.int64)
     prev = np.asarray(previous, dtype=np.int64)
     if new.shape != prev.shape or new.ndim != 1:
@@ -115,6 +124,13 @@ def reconcile(
     for face, cid in rejected_set:
         if 0 <= face < n and final[face] == cid:
             final[face] = -1
+    if groups is not None:
+        if vectors is None:
+            raise ValueError("cannot-link groups need the vectors to find medoids")
+        photos = constraints.as_groups(groups, n)
+        assert photos is not None
+        final, _ = constraints.enforce(np.asarray(vectors, dtype=np.float32), final, photos,
+                                       fixed=_kept_by_hand(final, prev, photos, pinned))
 
     present = set(np.unique(final[final >= 0]).tolist())
     kept = sorted((taken_old | set(fallback)) & (present | named_ids))
@@ -128,3 +144,16 @@ def reconcile(
         next_id=fresh,
     )
     return final, report
+
+
+def _kept_by_hand(final: NDArray[np.int64], prev: NDArray[np.int64], photos: NDArray[np.int64],
+                  pinned: Mapping[int, int]) -> NDArray[np.int64]:
+    """Faces the user put together: pinned faces, and the faces of a pinned face's photo that
+    were already in its cluster (a `move` beside another face of its photo keeps both)."""
+    rows = np.asarray(sorted(int(f) for f in pinned), dtype=np.int64)
+    if len(rows) == 0:
+        return rows
+    keys = final * (int(photos.max()) + 1) + photos
+    stayed = np.nonzero((final >= 0) & (final == prev))[0]
+    beside = stayed[np.isin(keys[stayed], keys[rows])]
+    return np.union1d(rows, beside)

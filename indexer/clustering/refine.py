@@ -6,6 +6,8 @@ uses one distance on the embedding's scale (see ClusterParams). Order: split fac
 their cluster's medoid (undoes chaining and pairs of look-alike strangers), merge clusters
 with very close centroids (one person split by HDBSCAN's density), then let outliers join
 the cluster of a very close clustered neighbour (HDBSCAN leaves many true members as noise).
+With photo groups (cannot-link), a merge that would join two faces of one photo is not made,
+and an outlier never joins a cluster that already holds a face of its photo.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from indexer.clustering import constraints
+from indexer.clustering.constraints import Groups
 from indexer.clustering.knn import Embeddings, KnnGraph
 from indexer.clustering.labels import Labels, compact, components
 
@@ -63,8 +67,18 @@ def split_far_members(x: Embeddings, labels: Labels, distance: float) -> tuple[L
     return out, n_split
 
 
-def attach_outliers(knn: KnnGraph, labels: Labels, distance: float) -> tuple[Labels, int]:
-    """An outlier joins the cluster of its nearest clustered kNN neighbour within `distance`."""
+def attach_outliers(
+    knn: KnnGraph,
+    labels: Labels,
+    distance: float,
+    groups: Groups | None = None,
+    x: Embeddings | None = None,
+) -> tuple[Labels, int]:
+    """An outlier joins the cluster of its nearest clustered kNN neighbour within `distance`.
+
+    With `groups`, a cluster already holding a face of the outlier's photo is passed over for
+    the next one; two outliers of one photo joining one cluster keep the one nearer its medoid.
+    """
     out = labels.copy()
     outliers = np.nonzero(labels < 0)[0]
     if len(outliers) == 0:
@@ -72,15 +86,28 @@ def attach_outliers(knn: KnnGraph, labels: Labels, distance: float) -> tuple[Lab
     nbr = knn.indices[outliers]
     lab = np.where(nbr >= 0, labels[np.maximum(nbr, 0)], -1)
     ok = (lab >= 0) & (knn.distances[outliers] <= distance)
+    if groups is not None:
+        r, c = np.nonzero(ok)
+        taken = constraints.holds_photo(labels, groups, lab[r, c], groups[outliers[r]])
+        ok[r[taken], c[taken]] = False
     has = ok.any(axis=1)
     first = ok.argmax(axis=1)
     chosen = outliers[has]
     out[chosen] = lab[has, first[has]]
+    if groups is not None and x is not None:
+        fixed = np.nonzero(labels >= 0)[0]
+        out, dropped = constraints.enforce(x, out, groups, fixed=fixed)
+        return out, int(has.sum()) - dropped
     return out, int(has.sum())
 
 
-def merge_close_clusters(x: Embeddings, labels: Labels, distance: float) -> tuple[Labels, int]:
-    """Clusters whose centroids are closer than `distance` are merged (transitively)."""
+def merge_close_clusters(
+    x: Embeddings, labels: Labels, distance: float, photos: Groups | None = None
+) -> tuple[Labels, int]:
+    """Clusters whose centroids are closer than `distance` are merged (transitively).
+
+    With `photos` (a group id per face), pairs are joined nearest first and a join that would
+    put two faces of one photo together is skipped."""
     groups = _groups(labels)
     if len(groups) < 2:
         return labels.copy(), 0
@@ -95,11 +122,46 @@ def merge_close_clusters(x: Embeddings, labels: Labels, distance: float) -> tupl
         r, cc = np.nonzero(d2 < distance**2)
         rows.append(r.astype(np.int64) + start)
         cols.append(cc.astype(np.int64))
-    comp = components(len(groups), np.concatenate(rows), np.concatenate(cols))
+    r_all, c_all = np.concatenate(rows), np.concatenate(cols)
+    if photos is None:
+        comp = components(len(groups), r_all, c_all)
+    else:
+        comp = _merge_without_conflicts(groups, cents, r_all, c_all, photos)
     out = labels.copy()
     for gid, members in enumerate(groups):
         out[members] = comp[gid]
     return out, len(groups) - len(np.unique(comp))
+
+
+def _merge_without_conflicts(
+    groups: list[NDArray[np.int64]],
+    cents: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    photos: Groups,
+) -> Labels:
+    """Union-find over close pairs, nearest first, refusing joins of clusters sharing a photo."""
+    keep = rows < cols
+    rows, cols = rows[keep], cols[keep]
+    d = np.linalg.norm(cents[rows] - cents[cols], axis=1)
+    parent = list(range(len(groups)))
+    held = [set(photos[g].tolist()) for g in groups]
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for k in np.argsort(d, kind="stable").tolist():
+        a, b = root(int(rows[k])), root(int(cols[k]))
+        if a == b or not held[a].isdisjoint(held[b]):
+            continue
+        if len(held[a]) < len(held[b]):
+            a, b = b, a
+        parent[b] = a
+        held[a] |= held[b]
+    return np.asarray([root(i) for i in range(len(groups))], dtype=np.int64)
 
 
 def refine(
@@ -110,16 +172,18 @@ def refine(
     split_distance: float | None,
     attach_distance: float | None,
     merge_distance: float | None,
+    groups: Groups | None = None,
 ) -> tuple[Labels, RefineReport]:
-    """Split far members, then merge close clusters, then attach near outliers."""
+    """Split far members, then merge close clusters, then attach near outliers; with
+    `groups` (photo per face) no step puts two faces of one photo in one cluster."""
     n_split = n_merged = n_attached = 0
     out = labels.astype(np.int64).copy()
     if split_distance is not None:
         out, n_split = split_far_members(x, out, split_distance)
     if merge_distance is not None:
-        out, n_merged = merge_close_clusters(x, out, merge_distance)
+        out, n_merged = merge_close_clusters(x, out, merge_distance, groups)
     if attach_distance is not None:
-        out, n_attached = attach_outliers(knn, out, attach_distance)
+        out, n_attached = attach_outliers(knn, out, attach_distance, groups, x)
     report = RefineReport(split_off=n_split, attached=n_attached, merged_clusters=n_merged)
     logger.debug("refine: %s", report)
     return compact(out), report

@@ -60,13 +60,67 @@ class PeopleMixin:
             "UPDATE clusters SET centroid = ?, size = ?, updated_at = now() WHERE cluster_id = ?",
             [np.asarray(centroid, dtype=np.float32).tobytes(), int(size), int(cluster_id)])
 
+    # -- cannot-link within a photo, and people founded online
+    def photo_clusters(self, face_ids: Sequence[int]
+                       ) -> tuple[dict[int, int], dict[int, set[int]]]:
+        """Each face's photo, and the clusters already holding a face of each such photo."""
+        wanted = [int(i) for i in face_ids]
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT face_id, image_id, cluster_id FROM faces WHERE image_id IN "
+                "(SELECT image_id FROM faces WHERE face_id IN (SELECT unnest(?)))",
+                [wanted]).fetchall()
+        asked = set(wanted)
+        photo = {int(f): int(i) for f, i, _ in rows if int(f) in asked}
+        held: dict[int, set[int]] = {}
+        for _, i, c in rows:
+            if c is not None:
+                held.setdefault(int(i), set()).add(int(c))
+        return photo, held
+
+    def shared_photos(self, a: int, b: int) -> list[tuple[int, int, str]]:
+        """(face in a, face in b, photo path) for photos with a face in both clusters."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT fa.face_id, fb.face_id, i.path FROM faces fa "
+                "JOIN faces fb ON fa.image_id = fb.image_id AND fa.face_id <> fb.face_id "
+                "JOIN images i ON i.image_id = fa.image_id "
+                "WHERE fa.cluster_id = ? AND fb.cluster_id = ? ORDER BY fa.face_id, fb.face_id",
+                [a, b]).fetchall()
+        return [(int(x), int(y), str(p)) for x, y, p in rows]
+
+    def unassigned_faces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Face ids, photo ids and vectors of every face in no cluster, by face id."""
+        with self._read() as con:
+            result = con.execute("SELECT face_id, image_id, embedding FROM faces "
+                                 "WHERE cluster_id IS NULL ORDER BY face_id").fetchnumpy()
+        ids = np.asarray(result["face_id"], dtype=np.int64)
+        photos = np.asarray(result["image_id"], dtype=np.int64)
+        if len(ids) == 0:
+            return ids, photos, np.zeros((0, self.model.dim), dtype=np.float32)
+        vectors = np.frombuffer(b"".join(result["embedding"]), dtype=np.float32)
+        return ids, photos, vectors.reshape(len(ids), self.model.dim).copy()
+
+    def found_cluster(self, con: duckdb.DuckDBPyConnection, face_ids: Sequence[int],
+                      medoid_face_id: int, distances: Sequence[float], reason: str) -> int:
+        """A new cluster of these unassigned faces (a person found online); returns its id."""
+        cid = self._next_id(con, "clusters", "cluster_id")
+        con.execute("INSERT INTO clusters (cluster_id, medoid_face_id) VALUES (?, ?)",
+                    [cid, int(medoid_face_id)])
+        con.executemany(
+            "UPDATE faces SET cluster_id = ?, assign_distance = ?, assign_reason = ? "
+            "WHERE face_id = ? AND cluster_id IS NULL",
+            [[cid, float(d), reason, int(f)] for f, d in zip(face_ids, distances, strict=True)])
+        self._refresh_cluster(con, cid)
+        return cid
+
     # -- reclustering: a snapshot in, final ids out
     def cluster_snapshot(self) -> ClusterSnapshot:
         """Everything a recluster reads, in one consistent read."""
         ids, vectors = self.embeddings()
         with self._read() as con:
-            prev = con.execute("SELECT face_id, coalesce(cluster_id, -1) AS cluster_id "
-                               "FROM faces ORDER BY face_id").fetchnumpy()
+            prev = con.execute("SELECT face_id, coalesce(cluster_id, -1) AS cluster_id, "
+                               "image_id FROM faces ORDER BY face_id").fetchnumpy()
             named = {int(r[0]) for r in con.execute(
                 "SELECT cluster_id FROM people WHERE cluster_id IS NOT NULL").fetchall()}
             pins = {int(f): int(c) for f, c in con.execute(
@@ -78,18 +132,28 @@ class PeopleMixin:
         assert np.array_equal(np.asarray(prev["face_id"], dtype=np.int64), ids)
         return ClusterSnapshot(face_ids=ids, vectors=vectors, previous=previous, named=named,
                                pins=pins, rejected=rejected,
+                               image_ids=np.asarray(prev["image_id"], dtype=np.int64),
                                next_cluster_id=int(row[0]) if row else 1)
 
     def apply_clustering(self, face_ids: np.ndarray, cluster_ids: np.ndarray,
                          distances: np.ndarray, reason: str,
-                         clusters: Sequence[ClusterRow], keep: set[int]) -> None:
+                         clusters: Sequence[ClusterRow], keep: set[int],
+                         fresh_from: int | None = None) -> None:
         """Write a recluster's result in one transaction.
 
         Faces not in `face_ids` (added meanwhile) keep their assignment if their cluster still
-        exists. Cluster rows not in `clusters` are dropped unless in `keep` (named ones).
+        exists and is older than the snapshot (id below `fresh_from`: a person founded online
+        meanwhile may share its id with one of the recluster's new ones). Cluster rows not in
+        `clusters` are dropped unless in `keep` (named ones).
         """
         assigned = np.where(cluster_ids >= 0, cluster_ids, -1).astype(np.int64)
         with self.transaction() as con:
+            if fresh_from is not None:
+                con.execute(
+                    "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
+                    "assign_reason = 'its online person was replaced by a recluster' "
+                    "WHERE cluster_id >= ? AND face_id NOT IN (SELECT unnest(?))",
+                    [int(fresh_from), face_ids.astype(np.int64).tolist()])
             con.execute(
                 "UPDATE faces SET cluster_id = CASE WHEN m.c < 0 THEN NULL ELSE m.c END, "
                 "assign_distance = CASE WHEN m.c < 0 THEN NULL ELSE m.d END, "

@@ -52,6 +52,7 @@ class ClusterSnapshot:
     pins: dict[int, int]  # face_id -> cluster_id
     rejected: set[tuple[int, int]]  # (face_id, cluster_id)
     next_cluster_id: int
+    image_ids: np.ndarray  # photo per face: faces of one photo never share a cluster
 
 
 @dataclass(frozen=True)
