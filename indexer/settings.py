@@ -71,9 +71,11 @@ class Settings:
     watch_poll_interval: float = 2.0
     """Seconds between folder scans when `watch` has to poll (no inotify watches left)."""
     recluster_every: int = 200
-    """`watch` reclusters once this many new faces arrived and its queue is empty (0: never)."""
+    """`watch` reclusters once this many new faces arrived (0: no periodic recluster)..."""
+    recluster_growth: float = 0.10
+    """...or once the index grew by this fraction since the last recluster, if sooner (0: off),"""
     recluster_interval: float = 3600.0
-    """...or this many seconds after the last recluster if new faces arrived (0: never)."""
+    """...but never sooner than this many seconds after the last one (0: whenever idle)."""
     crop_size: int = 160
     """Side in pixels of the square face crops the web app shows (cached under the home)."""
     crop_cache_mb: int = 256

@@ -10,9 +10,11 @@
    deletions forget images), and indexes files in batches of `settings.batch_size` once their
    size and mtime have stayed put for `settings.watch_settle` seconds (a half-copied file is
    never looked at, so it is never recorded as broken);
-4. assigns each new face online (indexer.assign) and reclusters the whole index after
-   `recluster_every` new faces or `recluster_interval` seconds, between batches, while events
-   keep queueing in the observer's thread;
+4. assigns each new face online (indexer.assign), lets faces left over found new people
+   (indexer.online), and reclusters the whole index once it grew by `recluster_growth` or by
+   `recluster_every` faces, at most once per `recluster_interval` seconds
+   (indexer.recluster.recluster_due), between batches, while events keep queueing in the
+   observer's thread;
 5. on `stop()` (SIGINT/SIGTERM in the CLI) finishes the batch in hand, applies queued moves and
    deletions, saves FAISS, releases the lock and returns.
 
@@ -126,7 +128,8 @@ class WatchDaemon:
         self._watching: Watching | None = None
         self._generation: str | None = None
         self._faces_since_recluster = 0
-        self._last_recluster = time.monotonic()
+        self._faces_at_recluster = 0
+        self._last_recluster = float("-inf")
         self._lock_info: tuple[int, str] = (-1, "")
         self._lock_info_at = 0.0
         self._retry_at = 0.0
@@ -159,6 +162,7 @@ class WatchDaemon:
             try:
                 self._assigner = Assigner(store, settings)
                 self._generation = store.get_meta(GENERATION_KEY)
+                self._faces_at_recluster = store.counts().faces
                 with Indexer(store, self.model, settings,
                              on_faces_added=self._on_faces_added) as indexer:
                     self._indexer = indexer
@@ -445,19 +449,19 @@ class WatchDaemon:
 
     # ------------------------------------------------------------------ recluster
     def _maybe_recluster(self) -> None:
-        """Recluster after `recluster_every` new faces once the queue is empty, or after
-        `recluster_interval` seconds (queue or not) when new faces arrived meanwhile."""
+        """Recluster when the index grew enough (see indexer.recluster.recluster_due)."""
         if self.recluster_fn is None or self._faces_since_recluster == 0:
             return
+        from .recluster import recluster_due
+
         s = self.settings
         drained = not self._pending and not len(self._ops)
-        by_count = s.recluster_every > 0 and self._faces_since_recluster >= s.recluster_every
-        by_time = (s.recluster_interval > 0
-                   and time.monotonic() - self._last_recluster >= s.recluster_interval)
-        if not (by_time or (by_count and drained)) or self._stop.is_set():
+        why = recluster_due(self._faces_since_recluster, self._faces_at_recluster,
+                            time.monotonic() - self._last_recluster, s, drained=drained)
+        if why is None or self._stop.is_set():
             return
         assert self._store is not None
-        log.info("reclustering after %d new face(s)", self._faces_since_recluster)
+        log.info("reclustering: %s", why)
         self._update_lock(force=True, state="reclustering")
         started = time.monotonic()
         try:
@@ -472,6 +476,7 @@ class WatchDaemon:
         except Exception:
             log.exception("periodic recluster failed; will try again later")
             self.report.recluster_errors += 1
+        self._faces_at_recluster += self._faces_since_recluster
         self._faces_since_recluster = 0
         self._last_recluster = time.monotonic()
         self._reload_assigner()

@@ -331,7 +331,10 @@ def test_known_faces_join_their_cluster_online_and_strangers_wait(
     with running(WatchDaemon(quick, dlib_model, [folder], recluster=no_recluster)) as daemon:
         wait_for(lambda: counts(quick).images == 10 and daemon.idle.is_set(), "the catch-up")
         store = catalog(quick)
-        assert {f.assign_reason for f in store.faces()} == {"no clusters yet; waits for recluster"}
+        # No person yet: the catch-up's faces wait, found people among themselves online
+        # (indexer.online), or join those in the next batch.
+        assert all(r == "no clusters yet; waits for recluster" or r.startswith("online: ")
+                   for r in {f.assign_reason for f in store.faces()})
         largest: dict[str, int] = {}  # the main face of each photo (LFW borders hold others)
         for face in sorted(store.faces(), key=lambda f: (f.bbox[2] - f.bbox[0])):
             largest[Path(face.path).name] = face.face_id

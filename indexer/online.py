@@ -1,0 +1,92 @@
+"""New people online: unassigned faces found a person without waiting for a recluster.
+
+After a batch's faces were assigned to known people (indexer.assign), each new face left
+over looks at every unassigned face: those within the clustering's link distance
+(`ClusterParams.split_distance`, the farthest a face may be from its cluster's medoid in a full
+recluster) and from other photos are taken nearest first while they stay within that distance
+of every face taken so far (complete linkage, so a chain of look-alikes cannot join). A group of
+at least `min_cluster_size` faces from as many photos becomes a new person. The next batches
+then join faces to it by centroid, as to any person, and the periodic recluster reconciles it
+(its id is kept when the recluster finds the same person).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import duckdb
+import numpy as np
+
+from .clustering import ClusterParams
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def link_distance(params: ClusterParams) -> float:
+    """How close every two faces of a person founded online must be."""
+    return params.split_distance if params.split_distance is not None else params.dbscan_eps
+
+
+def group_around(seed: int, d_seed: np.ndarray, pair: np.ndarray, photos: np.ndarray,
+                 free: np.ndarray, limit: float) -> list[int]:
+    """Pool rows that found a person with pool row `seed`: nearest first, each within `limit`
+    of every row taken so far, one face per photo."""
+    group = [seed]
+    taken_photos = {int(photos[seed])}
+    for j in np.argsort(d_seed, kind="stable").tolist():
+        if d_seed[j] > limit:
+            break
+        if j == seed or not free[j] or int(photos[j]) in taken_photos:
+            continue
+        if (pair[j, group] <= limit).all():
+            group.append(j)
+            taken_photos.add(int(photos[j]))
+    return group
+
+
+def found_people(store: Store, con: duckdb.DuckDBPyConnection, seeds: Sequence[int],
+                 params: ClusterParams) -> list[tuple[int, np.ndarray, int]]:
+    """Found new people around the unassigned faces `seeds`, inside the batch's transaction.
+
+    Returns (cluster id, sum of member vectors, size) per person founded."""
+    if not seeds:
+        return []
+    ids, photos, vectors = store.unassigned_faces()
+    row_of = {int(f): i for i, f in enumerate(ids.tolist())}
+    seed_rows = [row_of[int(f)] for f in seeds if int(f) in row_of]
+    if len(ids) < max(2, params.min_cluster_size) or not seed_rows:
+        return []
+    limit = link_distance(params)
+    x = vectors.astype(np.float64)
+    d = np.sqrt(np.clip(2.0 - 2.0 * x[seed_rows] @ x.T, 0.0, None))  # seeds x pool
+    free = np.ones(len(ids), dtype=bool)
+    founded: list[tuple[int, np.ndarray, int]] = []
+    for s, row in enumerate(seed_rows):
+        if not free[row]:
+            continue
+        near = np.nonzero((d[s] <= limit) & free)[0]
+        if len(near) < params.min_cluster_size:
+            continue
+        # Pairwise distances among the candidates only.
+        cand = x[near]
+        pair_c = np.sqrt(np.clip(2.0 - 2.0 * cand @ cand.T, 0.0, None))
+        local = group_around(int(np.searchsorted(near, row)), d[s][near], pair_c,
+                             photos[near], free[near], limit)
+        if len(local) < params.min_cluster_size:
+            continue
+        members = near[local]
+        free[members] = False
+        sub = x[members]
+        centroid = sub.mean(axis=0)
+        unit = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+        dist = np.sqrt(np.clip(2.0 - 2.0 * sub @ unit, 0.0, None))
+        within = np.sqrt(np.clip(2.0 - 2.0 * sub @ sub.T, 0.0, None))
+        medoid = int(ids[members[int(np.argmin(within.sum(axis=1)))]])
+        reason = (f"online: founded a new person with {len(members)} faces of "
+                  f"{len(members)} photos, each two within {limit:.2f}")
+        cid = store.found_cluster(con, ids[members].tolist(), medoid, dist.tolist(), reason)
+        founded.append((cid, sub.sum(axis=0), len(members)))
+        log.info("founded person %d from %d unassigned faces", cid, len(members))
+    return founded
