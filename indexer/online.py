@@ -1,13 +1,12 @@
 """New people online: unassigned faces found a person without waiting for a recluster.
 
 After a batch's faces were assigned to known people (indexer.assign), each new face left
-over looks at every unassigned face: those within the clustering's link distance
-(`ClusterParams.split_distance`, the farthest a face may be from its cluster's medoid in a full
-recluster) and from other photos are taken nearest first while they stay within that distance
-of every face taken so far (complete linkage, so a chain of look-alikes cannot join). A group of
-at least `min_cluster_size` faces from as many photos becomes a new person. The next batches
-then join faces to it by centroid, as to any person, and the periodic recluster reconciles it
-(its id is kept when the recluster finds the same person).
+over looks at every unassigned face: those within `ClusterParams.online_link_distance` (on the
+model's scale) and from other photos are taken nearest first while they stay within that
+distance of every face taken so far (complete linkage, so a chain of look-alikes cannot
+join). A group of at least `min_cluster_size` faces from as many photos becomes a new
+person. The next batches then join faces to it by centroid, as to any person, and the
+periodic recluster reconciles it (its id is kept when the recluster finds the same person).
 """
 
 from __future__ import annotations
@@ -22,11 +21,6 @@ from .clustering import ClusterParams
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-
-def link_distance(params: ClusterParams) -> float:
-    """How close every two faces of a person founded online must be."""
-    return params.split_distance if params.split_distance is not None else params.dbscan_eps
 
 
 def group_around(seed: int, d_seed: np.ndarray, pair: np.ndarray, photos: np.ndarray,
@@ -58,7 +52,7 @@ def found_people(store: Store, con: duckdb.DuckDBPyConnection, seeds: Sequence[i
     seed_rows = [row_of[int(f)] for f in seeds if int(f) in row_of]
     if len(ids) < max(2, params.min_cluster_size) or not seed_rows:
         return []
-    limit = link_distance(params)
+    limit = params.online_link_distance
     x = vectors.astype(np.float64)
     d = np.sqrt(np.clip(2.0 - 2.0 * x[seed_rows] @ x.T, 0.0, None))  # seeds x pool
     free = np.ones(len(ids), dtype=bool)

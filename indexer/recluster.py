@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _DISTANCE_FIELDS = ("split_distance", "attach_distance", "merge_distance",
                     "cluster_selection_epsilon", "dbscan_eps", "cw_threshold",
-                    "agglomerative_threshold")
+                    "agglomerative_threshold", "online_link_distance")
 MEDOID_EXACT_MAX = 2000
 """Clusters up to this size get an exact medoid; larger ones the member nearest the centroid."""
 

@@ -39,6 +39,10 @@ class ClusterParams:
     # Sensitive upwards (0.35 gives 0.93 on LFW: chains of look-alikes); keep it at or below
     # the median same-person distance.
     attach_distance: float | None = 0.33
+    # --- people founded online by the watch daemon (indexer.online) ---
+    # Every two faces of a person founded from unassigned faces are at most this far apart
+    # (complete linkage, one face per photo, at least min_cluster_size faces).
+    online_link_distance: float = 0.34
     # --- graph construction ---
     knn_k: int = 24
     # Exact spanning tree (labels equal the hdbscan library's) up to this many faces; above,
