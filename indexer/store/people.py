@@ -78,17 +78,6 @@ class PeopleMixin:
                 held.setdefault(int(i), set()).add(int(c))
         return photo, held
 
-    def shared_photos(self, a: int, b: int) -> list[tuple[int, int, str]]:
-        """(face in a, face in b, photo path) for photos with a face in both clusters."""
-        with self._read() as con:
-            rows = con.execute(
-                "SELECT fa.face_id, fb.face_id, i.path FROM faces fa "
-                "JOIN faces fb ON fa.image_id = fb.image_id AND fa.face_id <> fb.face_id "
-                "JOIN images i ON i.image_id = fa.image_id "
-                "WHERE fa.cluster_id = ? AND fb.cluster_id = ? ORDER BY fa.face_id, fb.face_id",
-                [a, b]).fetchall()
-        return [(int(x), int(y), str(p)) for x, y, p in rows]
-
     def unassigned_faces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Face ids, photo ids and vectors of every face in no cluster, by face id."""
         with self._read() as con:
