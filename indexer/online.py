@@ -1,7 +1,8 @@
 """New people online: unassigned faces found a person without waiting for a recluster.
 
 After a batch's faces were assigned to known people (indexer.assign), each new face left
-over looks at every unassigned face: those within `ClusterParams.online_link_distance` (on the
+over looks at the unassigned faces among its nearest stored faces (and the batch's other
+new ones): those within `ClusterParams.online_link_distance` (on the
 model's scale) and from other photos are taken nearest first while they stay within that
 distance of every face taken so far (complete linkage, so a chain of look-alikes cannot
 join). A group of at least `min_cluster_size` faces from as many photos becomes a new
@@ -40,6 +41,10 @@ def group_around(seed: int, d_seed: np.ndarray, pair: np.ndarray, photos: np.nda
     return group
 
 
+NEIGHBOURS = 64
+"""Stored faces looked at around each new face (FAISS), of which the unassigned ones count."""
+
+
 def found_people(store: Store, con: duckdb.DuckDBPyConnection, seeds: Sequence[int],
                  params: ClusterParams) -> list[tuple[int, np.ndarray, int]]:
     """Found new people around the unassigned faces `seeds`, inside the batch's transaction.
@@ -47,30 +52,33 @@ def found_people(store: Store, con: duckdb.DuckDBPyConnection, seeds: Sequence[i
     Returns (cluster id, sum of member vectors, size) per person founded."""
     if not seeds:
         return []
-    ids, photos, vectors = store.unassigned_faces()
-    row_of = {int(f): i for i, f in enumerate(ids.tolist())}
-    seed_rows = [row_of[int(f)] for f in seeds if int(f) in row_of]
-    if len(ids) < max(2, params.min_cluster_size) or not seed_rows:
+    seed_ids, _, seed_vecs = store.link_candidates(seeds)
+    if len(seed_ids) == 0:
         return []
+    near = store.nearest_face_ids(seed_vecs, NEIGHBOURS)  # committed faces only
+    ids, photos, vectors = store.link_candidates(
+        np.union1d(seed_ids, near[near >= 0]).tolist())
+    if len(ids) < max(2, params.min_cluster_size):
+        return []
+    seed_rows = np.searchsorted(ids, seed_ids).tolist()
     limit = params.online_link_distance
     x = vectors.astype(np.float64)
-    d = np.sqrt(np.clip(2.0 - 2.0 * x[seed_rows] @ x.T, 0.0, None))  # seeds x pool
+    d = np.sqrt(np.clip(2.0 - 2.0 * x[seed_rows] @ x.T, 0.0, None))  # seeds x candidates
     free = np.ones(len(ids), dtype=bool)
     founded: list[tuple[int, np.ndarray, int]] = []
     for s, row in enumerate(seed_rows):
         if not free[row]:
             continue
-        near = np.nonzero((d[s] <= limit) & free)[0]
-        if len(near) < params.min_cluster_size:
+        near_rows = np.nonzero((d[s] <= limit) & free)[0]
+        if len(near_rows) < params.min_cluster_size:
             continue
-        # Pairwise distances among the candidates only.
-        cand = x[near]
-        pair_c = np.sqrt(np.clip(2.0 - 2.0 * cand @ cand.T, 0.0, None))
-        local = group_around(int(np.searchsorted(near, row)), d[s][near], pair_c,
-                             photos[near], free[near], limit)
+        cand = x[near_rows]
+        pair = np.sqrt(np.clip(2.0 - 2.0 * cand @ cand.T, 0.0, None))
+        local = group_around(int(np.searchsorted(near_rows, row)), d[s][near_rows], pair,
+                             photos[near_rows], free[near_rows], limit)
         if len(local) < params.min_cluster_size:
             continue
-        members = near[local]
+        members = near_rows[local]
         free[members] = False
         sub = x[members]
         centroid = sub.mean(axis=0)

@@ -113,10 +113,10 @@ def reconcile(
     for o in sorted(named_ids - taken_old):
         members = np.nonzero((prev == o) & (new >= 0))[0]
         if len(members):
-            groups, counts = np.unique(new[members], return_counts=True)
+            parts, counts = np.unique(new[members], return_counts=True)
             best = int(np.argmax(counts))
             if counts[best] >= 2:
-                final[members[new[members] == groups[best]]] = o
+                final[members[new[members] == parts[best]]] = o
         fallback.append(o)
 
     for face, cid in pinned.items():

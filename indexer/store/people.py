@@ -78,11 +78,14 @@ class PeopleMixin:
                 held.setdefault(int(i), set()).add(int(c))
         return photo, held
 
-    def unassigned_faces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Face ids, photo ids and vectors of every face in no cluster, by face id."""
+    def link_candidates(self, face_ids: Sequence[int]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Face ids, photo ids and vectors of those of `face_ids` in no cluster, by face id."""
         with self._read() as con:
-            result = con.execute("SELECT face_id, image_id, embedding FROM faces "
-                                 "WHERE cluster_id IS NULL ORDER BY face_id").fetchnumpy()
+            result = con.execute(
+                "SELECT face_id, image_id, embedding FROM faces WHERE cluster_id IS NULL "
+                "AND face_id IN (SELECT unnest(?)) ORDER BY face_id",
+                [[int(i) for i in face_ids]]).fetchnumpy()
         ids = np.asarray(result["face_id"], dtype=np.int64)
         photos = np.asarray(result["image_id"], dtype=np.int64)
         if len(ids) == 0:

@@ -37,6 +37,15 @@ class VectorsMixin:
 
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.model.dim))
 
+    def nearest_face_ids(self, vectors: np.ndarray, k: int) -> np.ndarray:
+        """The ids of the k stored faces nearest each vector (-1 pads); faces added in an open
+        transaction are not among them until it commits."""
+        index = self.faiss_index()
+        if index.ntotal == 0 or len(vectors) == 0:
+            return np.full((len(vectors), 0), -1, dtype=np.int64)
+        _, ids = index.search(np.asarray(vectors, dtype=np.float32), min(k, index.ntotal))
+        return ids.astype(np.int64)
+
     def faiss_index(self) -> Any:
         """The FAISS index, loaded from its file, or rebuilt from the catalog when stale."""
         if self._faiss is not None:
