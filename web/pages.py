@@ -111,9 +111,8 @@ def _search_faces(ctx: WebContext, data: bytes,
 
 
 def _search_face(ctx: WebContext, face: service.QueryFace) -> dict[str, Any]:
-    """One query face: its closest people (best distance each) and faces, and a verdict."""
-    from indexer.assign import threshold_for
-
+    """One query face: the verdict `faceidx query` gives, and its closest people (best
+    distance each) and faces."""
     people: dict[int, dict[str, Any]] = {}
     for m in face.matches:
         if m.cluster_id is None or m.cluster_id < 0:
@@ -124,9 +123,8 @@ def _search_face(ctx: WebContext, face: service.QueryFace) -> dict[str, Any]:
                                     "name": m.person or f"Unnamed #{m.cluster_id}",
                                     "face_id": m.face_id}
     ranked = sorted(people.values(), key=lambda p: p["distance"])
-    threshold = threshold_for(ctx.query_model().info.name, ctx.settings)
-    return {"bbox": [round(v) for v in face.bbox], "people": ranked[:5], "threshold": threshold,
-            "best": ranked[0] if ranked else None}
+    return {"bbox": [round(v) for v in face.bbox], "people": ranked[:5],
+            "verdict": face.verdict}
 
 
 def query_face_crops(data: bytes, boxes: list[list[float]], size: int) -> list[str]:
