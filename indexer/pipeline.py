@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +48,11 @@ Analysis = tuple[list[FaceResult] | UnreadableImage, tuple[int, int] | None]
 
 FacesAdded = Callable[[duckdb.DuckDBPyConnection, list[int], np.ndarray], None]
 """Called inside the batch's transaction with new face ids and their vectors (assignment)."""
+
+Analyzer = Callable[[Iterable[RawFile]], Iterator[tuple[RawFile, Analysis]]]
+"""Turns the files that need the model into analyses. It pulls files lazily and yields each one
+back with its analysis as soon as it is ready, in any order; the pipeline commits what it yields
+in batches. The default runs `Indexer.model` here; indexer.distributed runs it on Ray."""
 
 
 @dataclass(frozen=True)
@@ -97,15 +102,27 @@ def resolve_roots(paths: Iterable[Path | str]) -> list[Path]:
     return roots
 
 
+@dataclass
+class _Run:
+    """What one `process` call tracks across batches."""
+
+    in_flight: set[str] = field(default_factory=set)
+    """Content hashes of files handed to the analyzer whose results are not committed yet."""
+    deferred: list[Path] = field(default_factory=list)
+    """Files with the same bytes as one in flight: indexed (as copies) once it is committed."""
+
+
 class Indexer:
     """Brings the catalog in line with photos on disk, one committed batch at a time."""
 
     def __init__(self, store: Store, model: FaceModel, settings: Settings, *,
-                 on_faces_added: FacesAdded | None = None) -> None:
+                 on_faces_added: FacesAdded | None = None,
+                 analyzer: Analyzer | None = None) -> None:
         self.store = store
         self.model = model
         self.settings = settings
         self.on_faces_added = on_faces_added
+        self.analyzer: Analyzer = analyzer or self._analyze_batches
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers),
                                         thread_name_prefix="faceidx-read")
 
@@ -157,14 +174,40 @@ class Indexer:
     def process(self, paths: Sequence[Path], summary: IndexSummary | None = None,
                 progress: Progress | None = None, *,
                 known: dict[str, ImageRecord] | None = None) -> IndexSummary:
-        """Index these files (new, changed, moved or copied), one committed batch at a time."""
+        """Index these files (new, changed, moved or copied), one committed batch at a time.
+
+        Touches, moves, copies and unreadable files are committed as each batch is read; the
+        files that need the model go to `self.analyzer`, and its results are committed in
+        batches as they arrive.
+        """
         summary = summary if summary is not None else IndexSummary()
         progress = progress or _NoProgress()
         size = max(1, self.settings.batch_size)
         chunks = [list(paths[i:i + size]) for i in range(0, len(paths), size)]
-        for chunk, raws in self._read_ahead(chunks):
-            self._process_chunk(chunk, raws, summary, known)
-            progress.advance(len(chunk))
+        run = _Run()
+
+        def needing_model() -> Iterator[RawFile]:
+            for chunk, raws in self._read_ahead(chunks):
+                waiting = len(run.deferred)
+                embed = self._plan_chunk(chunk, raws, summary, known, run)
+                progress.advance(len(chunk) - len(embed) - (len(run.deferred) - waiting))
+                yield from embed
+
+        batch: list[tuple[RawFile, Analysis]] = []
+        for result in self.analyzer(needing_model()):
+            batch.append(result)
+            if len(batch) >= size:
+                self._commit_results(batch, summary, run)
+                progress.advance(len(batch))
+                batch = []
+        if batch:
+            self._commit_results(batch, summary, run)
+            progress.advance(len(batch))
+        if run.in_flight:
+            log.warning("%d files got no result from the model; the next run indexes them",
+                        len(run.in_flight))
+        if run.deferred:  # same bytes as a file embedded above: now they are copies of it
+            self.process(run.deferred, summary, progress)
         return summary
 
     def _read_ahead(self, chunks: list[list[Path]]
@@ -187,6 +230,18 @@ class Indexer:
             return None
         except UnreadableImage as exc:
             return exc
+
+    def _analyze_batches(self, raws: Iterable[RawFile]) -> Iterator[tuple[RawFile, Analysis]]:
+        """The local analyzer: `batch_size` files at a time through `_analyze`."""
+        size = max(1, self.settings.batch_size)
+        batch: list[RawFile] = []
+        for raw in raws:
+            batch.append(raw)
+            if len(batch) >= size:
+                yield from zip(batch, self._analyze(batch), strict=True)
+                batch = []
+        if batch:
+            yield from zip(batch, self._analyze(batch), strict=True)
 
     def _analyze(self, raws: list[RawFile]) -> list[Analysis]:
         """Decode detection copies (on threads), then detect and embed the batch at once."""
@@ -211,8 +266,11 @@ class Indexer:
             log.debug("unexpected error decoding %s", raw.path, exc_info=True)
             return UnreadableImage(raw.path, f"cannot decode image ({type(exc).__name__}: {exc})")
 
-    def _process_chunk(self, chunk: list[Path], raws: list[RawFile | UnreadableImage | None],
-                       summary: IndexSummary, known: dict[str, ImageRecord] | None) -> None:
+    def _plan_chunk(self, chunk: list[Path], raws: list[RawFile | UnreadableImage | None],
+                    summary: IndexSummary, known: dict[str, ImageRecord] | None,
+                    run: _Run) -> list[RawFile]:
+        """Commit what needs no model (touches, moves, copies, unreadable files); return the
+        files that do."""
         store = self.store
         present = [r for r in raws if isinstance(r, RawFile)]
         at_path = known if known is not None else store.images_at([str(r.path) for r in present])
@@ -234,11 +292,15 @@ class Indexer:
                 claimed.add(gone[0].image_id)
             elif sources:
                 copies.append((raw, sources[0]))
+            elif raw.content_hash in run.in_flight:
+                run.deferred.append(raw.path)  # a copy of a file still with the model
             else:
                 to_embed.append(raw)
-        results = list(zip(to_embed, self._analyze(to_embed), strict=True))
+                run.in_flight.add(raw.content_hash)
         failed_reads = [(p, r) for p, r in zip(chunk, raws, strict=True)
                         if isinstance(r, UnreadableImage)]
+        if not (touches or moves or copies or failed_reads):
+            return to_embed
 
         with store.transaction() as con:
             for raw, rec in touches:
@@ -254,12 +316,28 @@ class Indexer:
                 ids = store.copy_faces(con, source.image_id, image_id)
                 summary.copied += 1
                 summary.faces_added += len(ids)
+            for path, err in failed_reads:
+                assert isinstance(err, UnreadableImage)
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                self._record_failure(con, path, st.st_size, st.st_mtime, None, err, summary)
+        log.debug("committed %d files that need no model", len(chunk) - len(to_embed))
+        return to_embed
+
+    def _commit_results(self, results: list[tuple[RawFile, Analysis]], summary: IndexSummary,
+                        run: _Run) -> None:
+        """Write the model's results for a batch of files in one transaction."""
+        store = self.store
+        with store.transaction() as con:
             # New paths go in with one bulk insert, their faces with another; a path the
             # catalog holds already (changed content) has its row replaced.
             held = store.image_ids_at(con, [str(raw.path) for raw, _ in results])
             per_image: list[tuple[int, list[FaceResult]]] = []
             fresh: list[tuple[NewImage, list[FaceResult]]] = []
             for raw, (outcome, size) in results:
+                run.in_flight.discard(raw.content_hash)
                 if isinstance(outcome, UnreadableImage):
                     self._record_failure(con, raw.path, raw.size, raw.mtime, raw.content_hash,
                                          outcome, summary)
@@ -281,16 +359,9 @@ class Indexer:
             new_ids = store.add_faces_many(con, per_image)
             new_vectors = [f.embedding for _, faces in per_image for f in faces]
             summary.faces_added += len(new_ids)
-            for path, err in failed_reads:
-                assert isinstance(err, UnreadableImage)
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                self._record_failure(con, path, st.st_size, st.st_mtime, None, err, summary)
             if new_ids and self.on_faces_added is not None:
                 self.on_faces_added(con, new_ids, np.stack(new_vectors))
-        log.debug("committed a batch of %d files (%d new faces)", len(chunk), len(new_ids))
+        log.debug("committed a batch of %d files (%d new faces)", len(results), len(new_ids))
 
     def _replace_image(self, con: duckdb.DuckDBPyConnection, raw: RawFile, *, status: str,
                        width: int | None = None, height: int | None = None) -> int:
