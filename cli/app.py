@@ -49,20 +49,38 @@ def index(
     model: ModelOption = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+        help="Run the model on Ray: alone, a local Ray instance; `auto` or ray://HOST:PORT joins "
+             "a running cluster (needs the `ray` extra).", show_default=False)] = None,
+    ray_read: Annotated[str, typer.Option(
+        "--ray-read", help="How Ray workers get photos: driver (bytes sent from this machine) "
+             "or shared (workers read the same path).")] = "driver",
+    ray_actors: Annotated[int | None, typer.Option(
+        "--ray-actors", help="Ray actors holding the model (default: as many as fit).",
+        show_default=False)] = None,
+    ray_cpus_per_actor: Annotated[float, typer.Option("--ray-cpus-per-actor")] = 1.0,
+    ray_gpus_per_actor: Annotated[float, typer.Option("--ray-gpus-per-actor")] = 0.0,
 ) -> None:
     """Index photos under PATHS: new, changed, moved and deleted files are brought in line."""
+    from contextlib import nullcontext
     from dataclasses import asdict
 
     from indexer import service
+    from indexer.distributed import RayOptions, ray_analyzer
     from indexer.locks import IngestLock
     from indexer.pipeline import Indexer, resolve_roots
 
     settings = load_settings(home, model=model)
     roots = resolve_roots(paths)
     face_model = service.model_for_index(settings, settings.model)
-    with IngestLock(settings.home, "faceidx index"), \
+    on_ray = nullcontext() if ray is None else ray_analyzer(
+        face_model.info.name, settings, RayOptions(ray, ray_read, ray_actors, ray_cpus_per_actor,
+                                                   ray_gpus_per_actor))
+    with IngestLock(settings.home, "faceidx index"), on_ray as analyzer, \
             service.open_for_writing(settings, face_model) as store, \
-            Indexer(store, face_model, settings) as indexer, BarProgress() as bar:
+            Indexer(store, face_model, settings, analyzer=analyzer) as indexer, \
+            BarProgress() as bar:
         summary = indexer.index(roots, bar)
     if json_out:
         echo_json(asdict(summary))

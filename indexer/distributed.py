@@ -1,0 +1,299 @@
+"""Indexing on a Ray cluster: the driver plans and writes, Ray Data runs the face model.
+
+The driver (the `faceidx index --ray` process) scans, reads and hashes files, and handles
+unchanged, moved, copied, deleted and unreadable files exactly as local indexing does
+(`indexer.pipeline.Indexer`). Only the files that need the model become rows of a Ray Data
+dataset, which `map_batches` sends through a pool of actors. Each actor builds and loads the face
+model once, from the weights shipped inside the installed Python packages on its node (Ray's
+docs recommend preparing a fixed environment on every node; nothing is downloaded). Results
+stream back in whatever order they finish, and the driver commits them in batches as they
+arrive: the catalog has one writer, with local indexing's transactions and crash safety.
+
+Workers get each photo in one of two ways (`read`):
+- "driver": a small Ray Data stage pinned to the driver's node reads the file and ships its
+  bytes through Ray's object store (works with no shared storage);
+- "shared": the actor reads the path itself (every node mounts the photos at the same path).
+Either way the worker hashes what it read; a file that changed since the driver hashed it is
+left for the next run rather than stored under the wrong hash.
+
+Ray is imported only inside this module's functions: it is the optional extra `ray`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FaceidxError, UnreadableImage
+from .imageio import RawFile, decode_raw, read_raw
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+READ_MODES = ("driver", "shared")
+LOCAL = "local"
+"""`--ray` without an address: start a Ray instance on this machine for this run."""
+LOOPBACK = "127.0.0.1"
+"""A local instance listens on the loopback address only."""
+ROWS_PER_BLOCK = 16
+"""Most files per Ray Data block: results come back a block at a time."""
+_Analysis = tuple[Any, tuple[int, int] | None]
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How `faceidx index --ray` uses Ray."""
+
+    address: str = LOCAL
+    """`local` (start Ray here), `auto` (the cluster this node belongs to), ray://host:port or
+    host:port."""
+    read: str = "driver"
+    """How workers get the photos: "driver" (bytes from the driver's node) or "shared"."""
+    actors: int | None = None
+    """Actors holding the model; None: the cluster's CPUs (or GPUs) divided by what one needs."""
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    object_store_memory: int | None = None
+    """Object store size for a local instance (bytes); None: Ray's default."""
+
+    def check(self) -> None:
+        if self.read not in READ_MODES:
+            raise FaceidxError(f"--ray-read {self.read!r}: choose one of {', '.join(READ_MODES)}")
+        if self.actors is not None and self.actors < 1:
+            raise FaceidxError(f"--ray-actors {self.actors}: needs at least 1")
+        if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
+            raise FaceidxError("--ray-cpus-per-actor must be > 0 and --ray-gpus-per-actor >= 0")
+        a = self.address
+        if not (a in (LOCAL, "auto") or a.startswith("ray://") or _is_host_port(a)):
+            raise FaceidxError(
+                f"--ray {a!r} is not a Ray address (auto, ray://HOST:PORT or HOST:PORT); to start "
+                "a local Ray, put --ray after the paths or write --ray=local")
+
+
+def _is_host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit()
+
+
+def _import_ray() -> Any:
+    # Workers use the environment installed on their node (faceidx with its model packages), not
+    # one rebuilt from the driver's `uv run` in a temporary folder (Ray's uv hook, on by default).
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra installs ray[data])
+    except ImportError as exc:
+        raise FaceidxError(
+            "--ray needs the optional extra `ray`: uv sync --extra ray "
+            "(or pip install 'faceidx[ray]')") from exc
+    return ray
+
+
+class FaceActor:
+    """A Ray Data actor: loads the face model once, then analyses one row at a time."""
+
+    def __init__(self, model_name: str, settings: Settings, read: str) -> None:
+        from .models import create_model
+
+        self.settings = settings
+        self.read = read
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.model = create_model(model_name, settings)
+        self.model.load()  # from the weights installed on this node; raises if they are missing
+        log.info("model %s loaded in Ray actor %s", model_name, self.worker)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for i in range(len(batch["key"])):
+            data = batch["data"][i] if self.read == "driver" else None
+            outcome = self._one(str(batch["path"][i]), str(batch["hash"][i]), data,
+                                str(batch["note"][i]) if "note" in batch else "")
+            out.append(pickle.dumps(outcome))
+        return {"key": batch["key"], "worker": np.array([self.worker] * len(out), dtype=object),
+                "outcome": np.array(out, dtype=object)}
+
+    def _one(self, path_text: str, content_hash: str, data: bytes | None,
+             note: str) -> tuple[str, Any]:
+        """("ok", (faces, (w, h))), ("failed", reason) or ("skip", why): never an exception."""
+        path = Path(path_text)
+        if note:
+            return _read_note(note)
+        if data is None:
+            try:
+                raw = read_raw(path, max_bytes=self.settings.max_file_bytes)
+            except FileNotFoundError:
+                return "skip", "vanished before a worker could read it"
+            except UnreadableImage as exc:
+                return "failed", exc.reason
+            data = raw.data
+        if _hash(data) != content_hash:
+            return "skip", "changed while it was being indexed"
+        raw = RawFile(path=path, data=data, size=len(data), mtime=0.0, content_hash=content_hash)
+        try:
+            rgb = decode_raw(raw, max_pixels=self.settings.max_image_pixels)
+            faces = self.model.analyze([rgb])[0]
+        except UnreadableImage as exc:
+            return "failed", exc.reason
+        except Exception as exc:  # one strange file must never stop a run
+            log.debug("model failed on %s", path, exc_info=True)
+            return "failed", f"model failed on Ray worker {self.worker} " \
+                             f"({type(exc).__name__}: {exc})"
+        return "ok", (faces, (int(rgb.shape[1]), int(rgb.shape[0])))
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=20).hexdigest()  # as imageio.read_raw
+
+
+def _read_note(note: str) -> tuple[str, str]:
+    kind, _, reason = note.partition(":")
+    return kind, reason
+
+
+def read_on_driver_node(batch: dict[str, np.ndarray], max_bytes: int) -> dict[str, np.ndarray]:
+    """The "driver" read stage (a Ray task pinned to the driver's node): each file's bytes,
+    or a note saying why there are none."""
+    data: list[bytes] = []
+    notes: list[str] = []
+    for path_text in batch["path"]:
+        try:
+            data.append(read_raw(Path(str(path_text)), max_bytes=max_bytes).data)
+            notes.append("")
+        except FileNotFoundError:
+            data.append(b"")
+            notes.append("skip:vanished before it could be sent to a worker")
+        except UnreadableImage as exc:
+            data.append(b"")
+            notes.append(f"failed:{exc.reason}")
+    return {**batch, "data": np.array(data, dtype=object), "note": np.array(notes, dtype=object)}
+
+
+class RayAnalyzer:
+    """An `indexer.pipeline.Analyzer` that runs the model on Ray actors."""
+
+    def __init__(self, model_name: str, settings: Settings, options: RayOptions) -> None:
+        options.check()
+        self.model_name = model_name
+        self.settings = settings
+        self.options = options
+        if options.address == LOCAL:  # a Ray of this machine only: keep it on the loopback
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        self._ray = _import_ray()
+        self._started = False
+        self.workers: set[str] = set()
+        """`host:pid` of every actor that returned a result (for the run's log)."""
+
+    def start(self) -> None:
+        ray, o = self._ray, self.options
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
+                                  "configure_logging": False}
+        try:
+            if o.address == LOCAL:
+                ray.init(include_dashboard=False, object_store_memory=o.object_store_memory,
+                         _node_ip_address=LOOPBACK, **kwargs)
+            else:
+                ray.init(address=o.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise FaceidxError(f"cannot start or reach Ray at {o.address}: {exc}") from exc
+        self._started = True
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # no progress chatter on stderr
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        resources = ray.cluster_resources()
+        log.info("Ray: %d nodes, %s CPUs, %s GPUs", len(ray.nodes()), resources.get("CPU", 0),
+                 resources.get("GPU", 0))
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def actors(self) -> int:
+        """The actor count: as asked, or as many as the cluster's resources hold."""
+        o = self.options
+        if o.actors is not None:
+            return o.actors
+        resources = self._ray.cluster_resources()
+        fits = resources.get("CPU", 1) / o.cpus_per_actor
+        if o.gpus_per_actor:
+            fits = min(fits, resources.get("GPU", 0) / o.gpus_per_actor)
+        return max(1, int(fits))
+
+    def __call__(self, raws: Iterable[RawFile]) -> Iterator[tuple[RawFile, _Analysis]]:
+        ray, o = self._ray, self.options
+        pending: dict[int, RawFile] = {}
+        rows = []
+        for key, raw in enumerate(raws):  # the driver has planned every file before Ray starts
+            pending[key] = replace(raw, data=b"")  # keep the facts, not the bytes
+            rows.append({"key": key, "path": str(raw.path), "hash": raw.content_hash})
+        if not rows:
+            return
+        self.start()
+        actors = self.actors()
+        per_block = max(1, min(ROWS_PER_BLOCK, len(rows) // (4 * actors)))
+        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_block))
+        if o.read == "driver":
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = ray.get_runtime_context().get_node_id()
+            ds = ds.map_batches(
+                read_on_driver_node, fn_kwargs={"max_bytes": self.settings.max_file_bytes},
+                batch_size=None, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
+        ds = ds.map_batches(
+            FaceActor, fn_constructor_kwargs={"model_name": self.model_name,
+                                              "settings": self.settings, "read": o.read},
+            batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=o.cpus_per_actor,
+            num_gpus=o.gpus_per_actor or None)
+        log.info("sending %d files to %d Ray actors (read: %s)", len(rows), actors, o.read)
+        for row in _rows(ray, ds):
+            raw = pending.pop(int(row["key"]), None)
+            if raw is None:  # a result Ray delivered twice (a retried task): keep the first
+                continue
+            self.workers.add(str(row["worker"]))
+            kind, value = pickle.loads(row["outcome"])
+            if kind == "ok":
+                yield raw, value
+            elif kind == "failed":
+                yield raw, (UnreadableImage(raw.path, value), None)
+            else:
+                log.warning("skipping %s: %s; the next run indexes it", raw.path, value)
+        if pending:
+            log.warning("%d files got no result from Ray; the next run indexes them",
+                        len(pending))
+        log.info("Ray actors that returned results: %s", ", ".join(sorted(self.workers)))
+
+
+def _rows(ray: Any, ds: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's rows as they are ready; a failure of Ray itself is one FaceidxError (what
+    was committed before it stays; the next run does the rest)."""
+    try:
+        yield from ds.iter_rows()
+    except ray.exceptions.RayError as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise FaceidxError(f"Ray failed: {first}") from exc
+
+
+@contextmanager
+def ray_analyzer(model_name: str, settings: Settings, options: RayOptions
+                 ) -> Iterator[RayAnalyzer]:
+    """A RayAnalyzer for one run; a Ray instance it started is shut down afterwards."""
+    analyzer = RayAnalyzer(model_name, settings, options)
+    try:
+        yield analyzer
+    finally:
+        analyzer.close()
