@@ -186,7 +186,9 @@ class RayAnalyzer:
         self.model_name = model_name
         self.settings = settings
         self.options = options
-        if options.address == LOCAL:  # a Ray of this machine only: keep it on the loopback
+        host = options.address.removeprefix("ray://").rpartition(":")[0]
+        if options.address == LOCAL or host in ("127.0.0.1", "localhost"):
+            # a Ray of this machine only: every Ray process stays on the loopback address
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._ray = _import_ray()
         self._started = False

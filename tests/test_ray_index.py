@@ -122,9 +122,9 @@ def _stop_head(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """One Ray head on 127.0.0.1 (2 CPUs, 200 MB object store) for every test here."""
-    pytest.importorskip("ray", reason="the `ray` extra is not installed (uv sync --extra ray)")
     saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
+    os.environ.update(RAY_ENV)  # before ray is first imported: it reads them at import
+    pytest.importorskip("ray", reason="the `ray` extra is not installed (uv sync --extra ray)")
     log = tmp_path_factory.mktemp("ray") / "head.log"
     for _ in range(3):  # on a crowded machine the raylet may give up on its agents once
         proc, address = _start_head(log)
@@ -146,7 +146,7 @@ def photo_files(faces_dir: Path) -> list[Path]:
     """30 photos: LFW portraits, a group photo, and every file of broken/ (4 must fail)."""
     people = lfw_identities(faces_dir, min_images=4, count=10)
     lfw = [f for fs in people.values() for f in fs[:2]][:19]
-    return lfw + [faces_dir / "group_photos" / "bald_guys.jpg"] + \
+    return lfw + [faces_dir / "group_photos" / "fr_two_people.jpg"] + \
         sorted((faces_dir / "broken").iterdir())
 
 
