@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FaceidxError, UnreadableImage
-from .imageio import RawFile, decode_raw, read_raw
+from .imageio import Photo, RawFile, read_raw
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,16 +139,22 @@ class FaceActor:
         if _hash(data) != content_hash:
             return "skip", "changed while it was being indexed"
         raw = RawFile(path=path, data=data, size=len(data), mtime=0.0, content_hash=content_hash)
-        try:
-            rgb = decode_raw(raw, max_pixels=self.settings.max_image_pixels)
-            faces = self.model.analyze([rgb])[0]
+        try:  # as Indexer._decode_one: the detection copy now, full resolution where a face needs
+            photo = Photo(raw, max_pixels=self.settings.max_image_pixels)
+            photo.detection_copy(self.settings.detect_max_side)
         except UnreadableImage as exc:
             return "failed", exc.reason
         except Exception as exc:  # one strange file must never stop a run
+            return "failed", f"cannot decode image ({type(exc).__name__}: {exc})"
+        try:
+            faces = self.model.analyze([photo])[0]
+        except UnreadableImage as exc:
+            return "failed", exc.reason
+        except Exception as exc:
             log.debug("model failed on %s", path, exc_info=True)
             return "failed", f"model failed on Ray worker {self.worker} " \
                              f"({type(exc).__name__}: {exc})"
-        return "ok", (faces, (int(rgb.shape[1]), int(rgb.shape[0])))
+        return "ok", (faces, photo.size)
 
 
 def _hash(data: bytes) -> str:
