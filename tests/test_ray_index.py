@@ -157,15 +157,16 @@ def photos(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _catalog(home: Path) -> dict:  # type: ignore[type-arg]
+def _catalog(home: Path, *, check_faiss: bool = True) -> dict:  # type: ignore[type-arg]
     with Store.open(settings_mod.load({"home": home}), read_only=True) as store:
         faces = store.faces()
         ids, vectors = store.embeddings([f.face_id for f in faces])
         by_id = dict(zip(ids.tolist(), vectors, strict=True))
         rows = sorted((Path(f.path).name, tuple(round(v, 3) for v in f.bbox), f.face_id)
                       for f in faces)
-        index = faiss.read_index(str(home / "faces.faiss"))
-        assert sorted(faiss.vector_to_array(index.id_map).tolist()) == sorted(by_id)
+        if check_faiss:  # (after a SIGKILL the FAISS file is a stale cache until the next run)
+            index = faiss.read_index(str(home / "faces.faiss"))
+            assert sorted(faiss.vector_to_array(index.id_map).tolist()) == sorted(by_id)
         return {"faces": [(p, b) for p, b, _ in rows],
                 "vectors": np.stack([by_id[i] for _, _, i in rows]),
                 "failures": sorted((Path(p).name, r) for p, r in store.failures())}
@@ -268,7 +269,7 @@ def test_driver_sigkill_then_plain_rerun_completes(ray_head, photos: Path, local
     proc = _run_and_watch(_index_cmd(home, photos, "--ray", address), env, kill_driver)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    partial = _catalog(home)
+    partial = _catalog(home, check_faiss=False)
     assert 0 < len(partial["faces"]) < len(local["faces"])
 
     subprocess.run(_index_cmd(home, photos), cwd=REPO, env=env, check=True,
