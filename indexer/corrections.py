@@ -1,10 +1,11 @@
 """The user's corrections to who is who: rename, merge, reject, move (or split), accept, and undo.
 
-The CLI and the web app call these. Each opens the catalog as a short-lived writer (so it works
-beside a running watch daemon), validates its input (BadInput, NotFound, Conflict: one-line
-messages), and runs the change through `Store.record_correction`, which records it in the
-catalog's history with the facts it changed, so `undo` can take back the newest one, even after
-a recluster (see indexer/store/history.py for how).
+The CLI and the web app call these. Each opens the catalog as a short-lived writer (one
+connection for the call, closed when it returns, so it works beside a running watch daemon),
+validates its input (BadInput, NotFound, Conflict: one-line messages), and runs the change
+through `Store.record_correction`, which records it in the catalog's history with the facts it
+changed, so `undo` can take back the newest one, even after a recluster (see
+indexer/store/history.py for how).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import BadInput, Conflict
-from .service import open_for_corrections
 from .settings import Settings
 from .store import Change, Store
 
@@ -49,7 +49,7 @@ class MergePreview:
 
 def resolve_cluster(settings: Settings, ref: int | str) -> int:
     """The cluster a user named by id or by a person's name (NotFound when neither)."""
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         return store.cluster_id_for(str(ref))
 
 
@@ -58,7 +58,7 @@ def rename(settings: Settings, cluster_ref: int | str, name: str) -> Change:
     name = name.strip()
     if not name:
         raise BadInput("a name cannot be empty or blank")
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         cid = store.cluster_id_for(str(cluster_ref))
         old = store.cluster_names().get(cid)
         summary = (f"named cluster {cid} {name!r}" if old is None
@@ -68,7 +68,7 @@ def rename(settings: Settings, cluster_ref: int | str, name: str) -> Change:
 
 
 def merge_preview(settings: Settings, into: int, other: int) -> MergePreview:
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         return _preview(store, into, other)
 
 
@@ -98,7 +98,7 @@ def merge(settings: Settings, into: int, other: int, *, force: bool = False) -> 
 
     A merge that would put two faces of one photo in one person raises Conflict unless `force`.
     """
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         preview = _preview(store, into, other)
         if preview.conflicts and not force:
             f1, f2, path = preview.conflicts[0]
@@ -119,7 +119,7 @@ def merge(settings: Settings, into: int, other: int, *, force: bool = False) -> 
 def reject(settings: Settings, face_ids: Sequence[int], cluster_id: int) -> Change:
     """These faces are not this person: they leave it, and assignment keeps them out."""
     ids = _face_ids(face_ids)
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         store.require_faces(ids)
         cid = store.cluster_id_for(str(cluster_id))
         summary = f"{_faces(ids)} not {_label(store, cid)}"
@@ -134,7 +134,7 @@ def move(settings: Settings, face_ids: Sequence[int], target: int | None) -> Cha
     The returned Change's cluster_id is the target (the new person for a split).
     """
     ids = _face_ids(face_ids)
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         store.require_faces(ids)
         if target is None:
             return store.record_correction(
@@ -149,7 +149,7 @@ def move(settings: Settings, face_ids: Sequence[int], target: int | None) -> Cha
 def accept(settings: Settings, face_ids: Sequence[int], cluster_id: int) -> Change:
     """Accept a suggestion: these (unassigned) faces are this person."""
     ids = _face_ids(face_ids)
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         store.require_faces(ids)
         cid = store.cluster_id_for(str(cluster_id))
         return store.record_correction(
@@ -163,14 +163,20 @@ def undo(settings: Settings) -> Change:
 
     Returns the history row of the undo itself; its cluster_id is the person to look at.
     """
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         return store.undo_last()
 
 
 def history(settings: Settings, limit: int = 50) -> list[Change]:
     """The newest `limit` changes, newest first (undos included, undone ones marked)."""
-    with open_for_corrections(settings) as store:
+    with _writer(settings) as store:
         return store.history(limit)
+
+
+def _writer(settings: Settings) -> Store:
+    """The catalog for one use case: one connection, held only until the use case returns
+    (well under a second), so a watch daemon beside it waits at most that long."""
+    return Store.open(settings, keep_open=True)
 
 
 def _face_ids(face_ids: Sequence[int]) -> list[int]:
