@@ -131,25 +131,24 @@ def merge(
 
 @handle_errors
 def reject(
-    args: Annotated[list[str], typer.Argument(
-        metavar="FACE... CLUSTER",
-        help="Face ids (see `faceidx query`), then the cluster id or name they are not.")],
+    faces: Annotated[list[int], typer.Argument(
+        metavar="FACE", help="Face ids (see `faceidx query` or `faceidx people`).",
+        show_default=False)],
+    cluster: Annotated[str, typer.Argument(metavar="CLUSTER",
+                                           help="The cluster id or name they are not.")],
     home: HomeOption = None,
 ) -> None:
     """Say faces are not this person; assignment and reclusters will keep them apart."""
     from indexer import corrections
 
     settings = load_settings(home)
-    if len(args) < 2:
-        raise BadInput("give one or more face ids, then the cluster they are not")
-    faces = _face_ids(args[:-1])
-    _say(corrections.reject(settings, faces, corrections.resolve_cluster(settings, args[-1])))
+    _say(corrections.reject(settings, faces, corrections.resolve_cluster(settings, cluster)))
 
 
 @handle_errors
 def move(
     args: Annotated[list[str], typer.Argument(
-        metavar="FACE... [CLUSTER]",
+        metavar="FACE... [CLUSTER]", show_default=False,
         help="Face ids (see `faceidx query`), then the cluster id or name they belong to "
              "(none with --new).")],
     new: Annotated[bool, typer.Option(
