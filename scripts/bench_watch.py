@@ -8,6 +8,7 @@ settling, debouncing, batching, storing, assigning).
 
     uv run python scripts/bench_watch.py --photos 40 --interval 0.5
     uv run python scripts/bench_watch.py --photos 40 --interval 0.5 --settle 0.3
+    uv run python scripts/bench_watch.py --model dlib
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=40)
     parser.add_argument("--interval", type=float, default=0.5,
                         help="seconds between arrivals (0: all at once)")
-    parser.add_argument("--model", default="dlib")
+    parser.add_argument("--model", default="sface")
     parser.add_argument("--settle", type=float, default=None,
                         help="override settings.watch_settle (default: the setting)")
+    parser.add_argument("--debounce", type=float, default=None,
+                        help="override settings.watch_debounce (default: the setting)")
     args = parser.parse_args()
 
     photos = sorted(args.faces.glob(args.glob))[:args.photos]
@@ -58,6 +61,7 @@ def main() -> None:
     folder, home = work / "watched", work / "home"
     folder.mkdir()
     settings = settings_mod.load({"home": home, "watch_settle": args.settle,
+                                  "watch_debounce": args.debounce,
                                   "recluster_every": 0, "recluster_interval": 0})
     model = create_model(args.model, settings)
     model.load()
