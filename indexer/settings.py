@@ -64,9 +64,12 @@ class Settings:
     """Seconds a command waits for another process to release the catalog before giving up."""
     assign_threshold: float | None = None
     """Online assignment distance threshold; None takes the model's own default."""
-    watch_settle: float = 1.0
-    """Seconds a new or changed file's size and mtime must stay put before `watch` indexes it."""
-    watch_debounce: float = 0.2
+    watch_settle: float = 0.25
+    """Seconds a new or changed file's size and mtime must stay put before `watch` indexes it.
+    Short, so a photo is searchable within about half a second of its copy finishing: a copy
+    that stalls longer is read too early, recorded as failed (truncated), and indexed again
+    when its next write changes it; nothing is lost."""
+    watch_debounce: float = 0.05
     """Seconds of quiet that end a burst of file events before `watch` acts on them."""
     watch_poll_interval: float = 2.0
     """Seconds between folder scans when `watch` has to poll (no inotify watches left)."""
