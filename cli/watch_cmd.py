@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         settle: Annotated[float | None, typer.Option(
             "--settle", min=0, metavar="SECONDS",
             help="How long a file's size and mtime must stay put before it is indexed "
-            "(default 1.0).", show_default=False)] = None,
+            "(default 0.25).", show_default=False)] = None,
         poll: Annotated[bool, typer.Option(
             "--poll", help="Poll the folders instead of using inotify (network file "
             "systems).")] = False,
