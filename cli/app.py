@@ -49,10 +49,12 @@ def index(
     model: ModelOption = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
-    ray: Annotated[str | None, typer.Option(
-        "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
-        help="Run the model on Ray: alone, a local Ray instance; `auto` or ray://HOST:PORT joins "
-             "a running cluster (needs the `ray` extra).", show_default=False)] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Run the model on Ray (needs the `ray` extra): a Ray instance started on "
+             "this machine, or the cluster at --ray-address.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Join a running Ray cluster (implies --ray): auto, "
+             "ray://HOST:PORT or HOST:PORT.", show_default=False)] = None,
     ray_read: Annotated[str, typer.Option(
         "--ray-read", help="How Ray workers get photos: driver (bytes sent from this machine) "
              "or shared (workers read the same path).")] = "driver",
@@ -74,9 +76,9 @@ def index(
     settings = load_settings(home, model=model)
     roots = resolve_roots(paths)
     face_model = service.model_for_index(settings, settings.model)
-    on_ray = nullcontext() if ray is None else ray_analyzer(
-        face_model.info.name, settings, RayOptions(ray, ray_read, ray_actors, ray_cpus_per_actor,
-                                                   ray_gpus_per_actor))
+    on_ray = nullcontext() if not (ray or ray_address) else ray_analyzer(
+        face_model.info.name, settings, RayOptions(ray_address or "local", ray_read, ray_actors,
+                                                   ray_cpus_per_actor, ray_gpus_per_actor))
     with IngestLock(settings.home, "faceidx index"), on_ray as analyzer, \
             service.open_for_writing(settings, face_model) as store, \
             Indexer(store, face_model, settings, analyzer=analyzer) as indexer, \

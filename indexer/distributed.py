@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 READ_MODES = ("driver", "shared")
 LOCAL = "local"
-"""`--ray` without an address: start a Ray instance on this machine for this run."""
+"""`--ray` without `--ray-address`: start a Ray instance on this machine for this run."""
 LOOPBACK = "127.0.0.1"
 """A local instance listens on the loopback address only."""
 ROWS_PER_BLOCK = 16
@@ -75,9 +75,8 @@ class RayOptions:
             raise FaceidxError("--ray-cpus-per-actor must be > 0 and --ray-gpus-per-actor >= 0")
         a = self.address
         if not (a in (LOCAL, "auto") or a.startswith("ray://") or _is_host_port(a)):
-            raise FaceidxError(
-                f"--ray {a!r} is not a Ray address (auto, ray://HOST:PORT or HOST:PORT); to start "
-                "a local Ray, put --ray after the paths or write --ray=local")
+            raise FaceidxError(f"--ray-address {a!r} is not a Ray address (auto, "
+                               "ray://HOST:PORT or HOST:PORT; --ray alone starts a local Ray)")
 
 
 def _is_host_port(text: str) -> bool:

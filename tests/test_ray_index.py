@@ -202,7 +202,7 @@ def test_ray_index_equals_local_then_skips_and_moves(cli, ray_head, photos: Path
     address, _ = ray_head
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
-    ray = ("--ray", address, "--ray-read", "shared", "--ray-actors", "2")
+    ray = ("--ray-address", address, "--ray-read", "shared", "--ray-actors", "2")
     first = json.loads(cli("index", "--model", "dlib", "--json", *ray, str(folder)).stdout)
     assert first["new"] == 26 and first["failed"] == 4 and first["faces_added"] == \
         len(local["faces"])
@@ -246,7 +246,7 @@ def test_a_killed_ray_worker_is_retried(ray_head, photos: Path, local, tmp_path:
             killed.append(actors[0])
         return bool(killed)
 
-    proc = _run_and_watch(_index_cmd(home, photos, "--ray", address, "--ray-read", "driver",
+    proc = _run_and_watch(_index_cmd(home, photos, "--ray-address", address, "--ray-read", "driver",
                                      "--ray-actors", "2"), env, kill_one_actor)
     assert killed, "no Ray actor process was found to kill"
     proc.stderr.read()  # type: ignore[union-attr]
@@ -266,7 +266,8 @@ def test_driver_sigkill_then_plain_rerun_completes(ray_head, photos: Path, local
             return True
         return False
 
-    proc = _run_and_watch(_index_cmd(home, photos, "--ray", address), env, kill_driver)
+    proc = _run_and_watch(_index_cmd(home, photos, "--ray", "--ray-address", address), env,
+                          kill_driver)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     partial = _catalog(home, check_faiss=False)
@@ -286,7 +287,7 @@ def test_without_the_extra_ray_is_a_one_line_error(monkeypatch: pytest.MonkeyPat
 
 
 def test_bad_ray_options_are_one_line_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    result = cli("index", "--model", "dlib", "--ray", "not-an-address", str(tmp_path), ok=False)
+    result = cli("index", "--model", "dlib", "--ray-address", "nowhere", str(tmp_path), ok=False)
     assert result.exit_code == 2 and "is not a Ray address" in result.stderr
     result = cli("index", "--model", "dlib", str(tmp_path), "--ray", "--ray-read", "nfs", ok=False)
     assert result.exit_code == 2 and "--ray-read 'nfs'" in result.stderr
