@@ -101,6 +101,8 @@ def main() -> None:
     from indexer.synthetic_home import build
 
     lfw = sorted(args.photos.glob("*/*.jpg"))
+    if len(lfw) < args.ingest:
+        raise SystemExit(f"{args.photos}: {len(lfw)} photos, fewer than --ingest {args.ingest}")
     rows: list[tuple[str, str, float, float, float]] = []
     for size in args.sizes:
         base = args.work / f"base-{size}"
