@@ -143,14 +143,20 @@ def test_a_photo_swapped_for_a_symlink_or_changed_is_not_served(client, web_sett
                                                                 ) -> None:  # type: ignore[no-untyped-def]
     faces = browse.person_page(web_settings, _people(web_settings)[0]["cluster_id"]).faces
     swapped, changed = faces[0], faces[1]
+    originals = {p: Path(p).read_bytes() for p in (swapped.path, changed.path)}
     secret = tmp_path / "secret.jpg"
     shutil.copy(changed.path, secret)  # a real image: only the hash check can refuse it
-    os.unlink(swapped.path)
-    os.symlink(secret, swapped.path)
-    Path(changed.path).write_bytes(Path(secret).read_bytes()[:-10] + b"0123456789")
-    for face in (swapped, changed):
-        assert client.get(f"/photos/{face.image_id}/image.jpg").status_code == 404
-        assert client.get(f"/faces/{face.face_id}.jpg").status_code == 404
+    try:
+        os.unlink(swapped.path)
+        os.symlink(secret, swapped.path)
+        Path(changed.path).write_bytes(Path(secret).read_bytes()[:-10] + b"0123456789")
+        for face in (swapped, changed):
+            assert client.get(f"/photos/{face.image_id}/image.jpg").status_code == 404
+            assert client.get(f"/faces/{face.face_id}.jpg").status_code == 404
+    finally:  # the photos are the session's: put them back
+        for path, data in originals.items():
+            Path(path).unlink(missing_ok=True)
+            Path(path).write_bytes(data)
 
 
 # ---------------------------------------------------------------------- the guard
