@@ -208,7 +208,8 @@ class RayAnalyzer:
                                   "configure_logging": False}
         try:
             if o.address == LOCAL:
-                ray.init(include_dashboard=False, object_store_memory=o.object_store_memory,
+                ray.init(address="local",  # a new instance even if another Ray runs here
+                         include_dashboard=False, object_store_memory=o.object_store_memory,
                          _node_ip_address=LOOPBACK, **kwargs)
             else:
                 ray.init(address=o.address, **kwargs)
