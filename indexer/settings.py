@@ -89,6 +89,13 @@ class Settings:
     upload_max_bytes: int = 20 * 1024 * 1024
     """Largest photo the web app accepts for a search by photo."""
 
+    faiss_ivf_min_faces: int = 50_000
+    """From this many faces the search index is IVF (approximate) instead of an exact scan."""
+    faiss_nprobe: int = 64
+    """IVF lists a search probes (more: better recall, slower); see README "Performance"."""
+    faiss_delta_max: int = 20_000
+    """Faces the FAISS delta log may hold before a writer folds it into a new base file."""
+
     @property
     def catalog_path(self) -> Path:
         return self.home / "catalog.duckdb"

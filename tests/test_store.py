@@ -11,6 +11,7 @@ from indexer.errors import IndexNotFound, ModelMismatch
 from indexer.migrations import MIGRATIONS
 from indexer.settings import Settings
 from indexer.store import Store
+from indexer.store.vectors import persisted_ids
 from indexer.types import FaceResult, ModelInfo
 
 MODEL = ModelInfo(name="dlib", dim=8, weights="test")
@@ -63,8 +64,7 @@ def test_search_and_remove_keep_faiss_in_step(settings: Settings) -> None:
             assert store.remove_images(con, [image_a]) == 2
         assert store.faiss_index().ntotal == 1
     with Store.open(settings, MODEL) as store:
-        index = faiss.read_index(str(settings.faiss_path))
-        assert sorted(faiss.vector_to_array(index.id_map)) == ids_b
+        assert persisted_ids(settings.faiss_path, MODEL.dim).tolist() == ids_b
         assert store.counts().faces == 1
 
 
@@ -86,7 +86,8 @@ def test_faiss_file_is_rebuilt_when_missing_truncated_or_stale(
     caplog.set_level(logging.INFO, logger="indexer")
     with Store.open(settings, MODEL) as store:
         _add_image(store, "/p/a.jpg", [1, 2])
-    stale = settings.faiss_path.read_bytes()
+    delta = settings.faiss_path.with_suffix(".delta")
+    stale = settings.faiss_path.read_bytes(), delta.read_bytes()
     with Store.open(settings, MODEL) as store:
         _, ids = _add_image(store, "/p/b.jpg", [3])
     if damage == "delete":
@@ -94,7 +95,8 @@ def test_faiss_file_is_rebuilt_when_missing_truncated_or_stale(
     elif damage == "truncate":
         settings.faiss_path.write_bytes(settings.faiss_path.read_bytes()[:50])
     else:
-        settings.faiss_path.write_bytes(stale)  # a FAISS file from before the last batch
+        settings.faiss_path.write_bytes(stale[0])  # FAISS files from before the last batch
+        delta.write_bytes(stale[1])
     with Store.open(settings, read_only=True) as store:
         hits = store.search(np.stack([_face(3).embedding]), k=1)[0]
         assert hits[0].face_id == ids[0]

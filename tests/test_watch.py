@@ -15,7 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import pytest
 
@@ -24,6 +23,7 @@ from indexer.errors import IndexBusy
 from indexer.recluster import recluster
 from indexer.settings import Settings
 from indexer.store import Counts, Store
+from indexer.store.vectors import persisted_ids
 from indexer.types import ModelInfo
 from indexer.watch import GENERATION_KEY, WatchDaemon
 from tests.conftest import REPO, lfw_identities
@@ -121,8 +121,7 @@ def faces_by_path(settings: Settings) -> dict[str, list[int]]:
 def assert_faiss_in_step(settings: Settings) -> set[int]:
     """The FAISS file the daemon saved holds exactly the catalog's faces."""
     in_catalog = {f.face_id for f in catalog(settings).faces()}
-    index = faiss.read_index(str(settings.faiss_path))
-    in_faiss = faiss.vector_to_array(index.id_map).tolist()
+    in_faiss = persisted_ids(settings.faiss_path, catalog(settings).model.dim).tolist()
     assert len(in_faiss) == len(set(in_faiss)), "duplicate ids in FAISS"
     assert set(in_faiss) == in_catalog
     return in_catalog

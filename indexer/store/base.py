@@ -38,6 +38,8 @@ class StoreBase:
         self._faiss_dirty = False
         self._pending_add: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_remove: list[int] = []
+        self._delta_valid_bytes: int | None = None  # the FAISS delta log (vectors.py)
+        self._delta_faces = 0
         self._model: ModelInfo | None = None
 
     # ------------------------------------------------------------------ opening
@@ -131,9 +133,8 @@ class StoreBase:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One atomic unit of work; FAISS follows only when the catalog commits."""
-        if self._faiss is None and not self.read_only and self._model is not None:
-            self.faiss_index()  # load (or repair) before changing, so changes apply in memory
+        """One atomic unit of work; FAISS follows only when the catalog commits (the batch is
+        appended to the delta log; the base index is not loaded for it)."""
         con = self._connect()
         con.execute("BEGIN TRANSACTION")
         try:

@@ -1,8 +1,26 @@
-"""The FAISS cache: derived from the catalog, written atomically, repaired when stale."""
+"""The FAISS cache: a base index file plus a delta log, derived from the catalog (the truth).
+
+- `faces.faiss`, the base: exact search (IndexIDMap2 over IndexFlatIP) below
+  `settings.faiss_ivf_min_faces` faces, else IVF-Flat on inner product, probing
+  `settings.faiss_nprobe` lists (chosen by measurement; see README "Performance"). Written
+  atomically (temporary file, fsync, rename); readers map it, so a query reads only the lists
+  it probes.
+- `faces.delta`, the log (`delta.py`): every committed batch appends the ids it added (with
+  vectors) and removed. Persisting a batch is O(batch); a writer never loads the base for it.
+- Readers replay the log into a small exact index of added faces and a set of removed ids
+  (excluded from the base's search), then check the whole against the catalog (count, sum and
+  xor of face ids) and repair any difference from it. Face ids are never reused, so replaying
+  is idempotent: a crash between writing a new base and emptying the log is harmless, and a
+  batch killed before its log write is found missing and taken from the catalog.
+- A writer compacts base + log into a new base when the log holds more than
+  `settings.faiss_delta_max` faces, and rebuilds the base from the catalog when it is missing,
+  unreadable, or of the wrong kind or size for the number of faces (IVF is retrained).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -10,11 +28,135 @@ from typing import Any
 
 import numpy as np
 
+from . import delta as delta_log
+
 log = logging.getLogger(__name__)
+
+IVF_POINTS_PER_LIST = 40
+"""Training sample per IVF list (faiss warns below 39)."""
+
+
+class FaceIndex:
+    """What a search sees: the base index minus removed ids, plus an exact index of additions."""
+
+    def __init__(self, base: Any, base_ids: np.ndarray, dim: int, nprobe: int) -> None:
+        import faiss
+
+        self.base = base
+        self.base_ids = np.sort(np.asarray(base_ids, dtype=np.int64))
+        self.dim = dim
+        self.nprobe = nprobe
+        self.removed: set[int] = set()
+        self.added = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._added_ids: set[int] = set()
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.base_ids) - len(self.removed) + len(self._added_ids)
+
+    @property
+    def is_ivf(self) -> bool:
+        return not hasattr(self.base, "id_map")
+
+    def _in_base(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.base_ids, ids)
+        pos = np.minimum(pos, max(len(self.base_ids) - 1, 0))
+        return (self.base_ids[pos] == ids) if len(self.base_ids) else np.zeros(len(ids), bool)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add faces; ids already present are skipped (replaying a log twice is harmless)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        keep = ~self._in_base(ids) & np.asarray([i not in self._added_ids for i in ids.tolist()],
+                                               dtype=bool)
+        if keep.any():
+            self.added.add_with_ids(np.ascontiguousarray(vectors[keep], dtype=np.float32),
+                                    ids[keep])
+            self._added_ids.update(ids[keep].tolist())
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        in_base = self._in_base(ids)
+        self.removed.update(ids[in_base].tolist())
+        extra = [i for i in ids[~in_base].tolist() if i in self._added_ids]
+        if extra:
+            self.added.remove_ids(np.asarray(extra, dtype=np.int64))
+            self._added_ids.difference_update(extra)
+
+    def ids(self) -> np.ndarray:
+        base = self.base_ids
+        if self.removed:
+            base = base[~np.isin(base, np.fromiter(self.removed, np.int64, len(self.removed)))]
+        added = np.fromiter(self._added_ids, np.int64, len(self._added_ids))
+        return np.sort(np.concatenate([base, added]))
+
+    def signature(self) -> tuple[int, int, int]:
+        return _signature(self.ids())
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inner products and ids of the k best faces per query (id -1 where fewer exist)."""
+        import faiss
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        parts = []
+        if len(self.base_ids) > len(self.removed):
+            sel = None
+            if self.removed:
+                sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(
+                    np.fromiter(self.removed, np.int64, len(self.removed))))
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=sel) if self.is_ivf \
+                else (faiss.SearchParameters(sel=sel) if sel is not None else None)
+            parts.append(self.base.search(queries, k, params=params))
+        if self._added_ids:
+            parts.append(self.added.search(queries, min(k, len(self._added_ids))))
+        if not parts:
+            return (np.full((len(queries), k), -np.inf, np.float32),
+                    np.full((len(queries), k), -1, np.int64))
+        sims = np.concatenate([p[0] for p in parts], axis=1)
+        ids = np.concatenate([p[1] for p in parts], axis=1)
+        sims = np.where(ids < 0, -np.inf, sims)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _signature(ids: np.ndarray) -> tuple[int, int, int]:
+    if len(ids) == 0:
+        return 0, 0, 0
+    return len(ids), int(ids.sum()), int(np.bitwise_xor.reduce(ids))
+
+
+def _base_ids(index: Any) -> np.ndarray:
+    import faiss
+
+    if hasattr(index, "id_map"):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    invlists = faiss.extract_index_ivf(index).invlists
+    parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+             for i in range(invlists.nlist) if invlists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def ivf_lists(n_faces: int) -> int:
+    """IVF lists for n faces: a power of two near 2 sqrt(n)."""
+    return 1 << max(4, round(math.log2(2 * math.sqrt(max(n_faces, 1)))))
 
 
 class VectorsMixin:
-    # ------------------------------------------------------------------ FAISS cache
+    # ------------------------------------------------------------------ paths and kinds
+    @property
+    def _delta_path(self) -> Path:
+        return self.settings.faiss_path.with_suffix(".delta")
+
+    def _want_ivf(self, n_faces: int) -> bool:
+        return n_faces >= self.settings.faiss_ivf_min_faces
+
+    def _base_fits(self, index: Any, n_faces: int) -> bool:
+        """Whether a base of this kind and size still suits n faces (else rebuild it)."""
+        if hasattr(index, "id_map"):
+            return not self._want_ivf(n_faces)
+        if not self._want_ivf(n_faces // 2):  # shrunk far below the IVF threshold
+            return False
+        return ivf_lists(n_faces) <= 2 * faiss_nlist(index)
+
     def _catalog_signature(self) -> tuple[int, int, int]:
         with self._read() as con:
             row = con.execute(
@@ -22,20 +164,6 @@ class VectorsMixin:
                 "FROM faces").fetchone()
         assert row is not None
         return int(row[0]), int(row[1]), int(row[2])
-
-    @staticmethod
-    def _faiss_signature(index: Any) -> tuple[int, int, int]:
-        import faiss
-
-        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-        if len(ids) == 0:
-            return 0, 0, 0
-        return int(index.ntotal), int(ids.sum()), int(np.bitwise_xor.reduce(ids))
-
-    def _new_faiss(self) -> Any:
-        import faiss
-
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.model.dim))
 
     def nearest_face_ids(self, vectors: np.ndarray, k: int) -> np.ndarray:
         """The ids of the k stored faces nearest each vector (-1 pads); faces added in an open
@@ -46,38 +174,71 @@ class VectorsMixin:
         _, ids = index.search(np.asarray(vectors, dtype=np.float32), min(k, index.ntotal))
         return ids.astype(np.int64)
 
-    def faiss_index(self) -> Any:
-        """The FAISS index, loaded from its file, or rebuilt from the catalog when stale."""
+    # ------------------------------------------------------------------ loading
+    def faiss_index(self) -> FaceIndex:
+        """The search index: base file plus delta log, checked against the catalog (and
+        rebuilt from it when the base is missing or unreadable)."""
         if self._faiss is not None:
             return self._faiss
+        view, reason = self._persisted_view()
+        if view is None:
+            if self._catalog_signature()[0] > 0 or self.settings.faiss_path.exists():
+                log.warning("FAISS index %s is %s; rebuilding it from the catalog",
+                            self.settings.faiss_path, reason)
+            return self._rebuild_faiss()
+        self._faiss = view
+        if view.signature() != self._catalog_signature():
+            self._repair_faiss(view)
+        return view
+
+    def _persisted_view(self) -> tuple[FaceIndex | None, str | None]:
+        """What the files hold: the mapped base plus the replayed log (no repair)."""
+        path = self.settings.faiss_path
+        try:
+            st = path.stat()
+            identity: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            identity = None
+        base, reason = self._read_base(mmap=True)
+        if base is None:
+            return None, reason
+        cached = self.__dict__.get("_base_ids_cache")
+        if cached is not None and cached[0] == identity:
+            ids = cached[1]
+        else:
+            ids = _base_ids(base)
+            self.__dict__["_base_ids_cache"] = (identity, ids)
+        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe)
+        replay = delta_log.replay(self._delta_path, self.model.dim)
+        self._apply_replay(view, replay)
+        self._delta_valid_bytes, self._delta_faces = replay.valid_bytes, replay.faces
+        return view, None
+
+    def _read_base(self, *, mmap: bool) -> tuple[Any, str | None]:
         import faiss
 
         path = self.settings.faiss_path
-        reason = None
-        index = None
         if not path.exists():
-            reason = "missing"
-        else:
-            try:
-                index = faiss.read_index(str(path))
-                if index.d != self.model.dim or not hasattr(index, "id_map"):
-                    reason = f"not an index of {self.model.dim}-d faces"
-            except RuntimeError as exc:
-                reason = f"unreadable ({str(exc).splitlines()[0][:120]})"
-        if reason is not None:
-            if self._catalog_signature()[0] > 0 or path.exists():
-                log.warning("FAISS index %s is %s; rebuilding it from the catalog", path, reason)
-            return self._rebuild_faiss()
-        if self._faiss_signature(index) != self._catalog_signature():
-            self._repair_faiss(index)
-        self._faiss = index
-        return index
+            return None, "missing"
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+        except RuntimeError as exc:
+            return None, f"unreadable ({str(exc).splitlines()[0][:120]})"
+        if index.d != self.model.dim or not (hasattr(index, "id_map") or _is_ivf(index)):
+            return None, f"not an index of {self.model.dim}-d faces"
+        return index, None
 
-    def _repair_faiss(self, index: Any) -> None:
-        """Bring a loaded FAISS index in step with the catalog: drop extra ids, add missing."""
-        import faiss
+    @staticmethod
+    def _apply_replay(view: FaceIndex, replay: delta_log.DeltaReplay) -> None:
+        if replay.removed:
+            view.remove(np.fromiter(replay.removed, np.int64, len(replay.removed)))
+        if replay.added:
+            ids = np.fromiter(replay.added.keys(), np.int64, len(replay.added))
+            view.add(ids, np.stack(list(replay.added.values())))
 
-        have = faiss.vector_to_array(index.id_map).astype(np.int64)
+    def _repair_faiss(self, view: FaceIndex) -> None:
+        """Bring the index in step with the catalog: drop extra ids, add missing ones."""
+        have = view.ids()
         with self._read() as con:
             want = np.asarray(con.execute("SELECT face_id FROM faces").fetchnumpy()["face_id"],
                               dtype=np.int64)
@@ -85,49 +246,126 @@ class VectorsMixin:
         missing = np.setdiff1d(want, have)
         level = logging.INFO if self.read_only else logging.WARNING
         log.log(level, "FAISS index %s is out of step with the catalog (%d missing, %d extra); "
-                "repairing it from the catalog", self.settings.faiss_path, len(missing), len(extra))
+                "repairing it from the catalog", self.settings.faiss_path, len(missing),
+                len(extra))
+        records = []
         if len(extra):
-            index.remove_ids(extra)
+            view.remove(extra)
+            records.append(delta_log.encode(delta_log.REMOVE, extra, None, view.dim))
         if len(missing):
             ids, vectors = self.embeddings(missing.tolist())
-            index.add_with_ids(vectors, ids)
-        self._faiss = index
-        self._faiss_dirty = True
+            view.add(ids, vectors)
+            records.append(delta_log.encode(delta_log.ADD, ids, vectors, view.dim))
         if not self.read_only:
-            self.save_faiss()
+            self._append_delta(records, len(extra) + len(missing))
 
-    def _rebuild_faiss(self) -> Any:
-        index = self._new_faiss()
+    def _rebuild_faiss(self) -> FaceIndex:
+        """A new base from every embedding in the catalog (written unless read-only)."""
         ids, vectors = self.embeddings()
-        if len(ids):
-            index.add_with_ids(vectors, ids)
-        self._faiss = index
-        self._faiss_dirty = True
-        self.save_faiss()
+        base = self._build_base(ids, vectors)
+        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe)
+        self._faiss = view
+        if not self.read_only:
+            self._write_base(base)
+        return view
+
+    def _build_base(self, ids: np.ndarray, vectors: np.ndarray) -> Any:
+        import faiss
+
+        dim = self.model.dim
+        if not self._want_ivf(len(ids)):
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            if len(ids):
+                index.add_with_ids(vectors, ids)
+            return index
+        nlist = ivf_lists(len(ids))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist,
+                                   faiss.METRIC_INNER_PRODUCT)
+        index.cp.max_points_per_centroid = IVF_POINTS_PER_LIST
+        rng = np.random.default_rng(0)
+        sample = vectors[np.sort(rng.choice(len(ids), min(len(ids),
+                                                           nlist * IVF_POINTS_PER_LIST),
+                                            replace=False))]
+        log.info("training IVF search index (%d lists) on %d of %d faces", nlist, len(sample),
+                 len(ids))
+        index.train(sample)
+        step = 200_000
+        for start in range(0, len(ids), step):
+            index.add_with_ids(vectors[start:start + step], ids[start:start + step])
         return index
 
+    # ------------------------------------------------------------------ writing
     def _apply_pending_faiss(self) -> None:
+        """After a commit: append the batch to the delta log (O(batch)); update a loaded view."""
         if not self._pending_add and not self._pending_remove:
             return
-        if self._faiss is None:
-            # Not loaded: the file is now behind the catalog and will be rebuilt when needed,
-            # unless we load it now and apply the changes. Loading is cheaper than rebuilding.
-            self._pending_add.clear()
-            self._pending_remove.clear()
-            self.faiss_index()
-            return
+        dim = self.model.dim
+        records, faces = [], 0
         if self._pending_remove:
-            self._faiss.remove_ids(np.asarray(self._pending_remove, dtype=np.int64))
-            self._pending_remove.clear()
+            removed = np.asarray(self._pending_remove, dtype=np.int64)
+            records.append(delta_log.encode(delta_log.REMOVE, removed, None, dim))
+            faces += len(removed)
+            if self._faiss is not None:
+                self._faiss.remove(removed)
         for ids, vectors in self._pending_add:
-            self._faiss.add_with_ids(vectors, ids)
+            records.append(delta_log.encode(delta_log.ADD, ids, vectors, dim))
+            faces += len(ids)
+            if self._faiss is not None:
+                self._faiss.add(ids, vectors)
         self._pending_add.clear()
+        self._pending_remove.clear()
+        self._append_delta(records, faces)
+
+    def _append_delta(self, records: list[bytes], faces: int) -> None:
+        if not records:
+            return
+        if not self.settings.faiss_path.exists():  # a new home (or a lost base): the catalog
+            self._faiss = None                     # already holds this batch; build from it
+            self._rebuild_faiss()
+            return
+        if self._delta_valid_bytes is None:  # first append of this process: find a torn tail
+            replay = delta_log.replay(self._delta_path, self.model.dim)
+            self._delta_valid_bytes, self._delta_faces = replay.valid_bytes, replay.faces
+        delta_log.append(self._delta_path, records, valid_bytes=self._delta_valid_bytes)
+        self._delta_valid_bytes += sum(len(r) for r in records)
+        self._delta_faces += faces
         self._faiss_dirty = True
 
     def save_faiss(self) -> None:
-        """Write the FAISS index atomically (temporary file, fsync, rename)."""
-        if self._faiss is None or not self._faiss_dirty:
+        """After writes: check what the files hold against the catalog and append any repair;
+        compact base + log into a new base when the log passed settings.faiss_delta_max
+        faces; rebuild a base that is missing or no longer fits the number of faces."""
+        if self.read_only or self._model is None:
             return
+        if not self._faiss_dirty and self.settings.faiss_path.exists():
+            return
+        self._faiss_dirty = False
+        catalog = self._catalog_signature()
+        view, _ = self._persisted_view()
+        if view is None or not self._base_fits(view.base, catalog[0]):
+            self._faiss = None
+            self._rebuild_faiss()
+            return
+        if view.signature() != catalog:
+            self._repair_faiss(view)
+        if self._delta_faces <= self.settings.faiss_delta_max:
+            return
+        base, _ = self._read_base(mmap=False)
+        assert base is not None
+        if view.removed:
+            base.remove_ids(np.fromiter(view.removed, np.int64, len(view.removed)))
+        ids = view.ids()
+        added = ids[~np.isin(ids, view.base_ids)]
+        if len(added):
+            ids, vectors = self.embeddings(added.tolist())
+            base.add_with_ids(vectors, ids)
+        log.info("FAISS: folded %d logged changes into a new base of %d faces",
+                 self._delta_faces, base.ntotal)
+        self._write_base(base)
+        self._faiss = None  # the next search maps the new base
+
+    def _write_base(self, base: Any) -> None:
+        """Write the base atomically (temporary file, fsync, rename), then empty the log."""
         import faiss
 
         path = self.settings.faiss_path
@@ -135,12 +373,40 @@ class VectorsMixin:
         os.close(fd)
         os.chmod(tmp, 0o644)  # like the catalog beside it, not mkstemp's 0600
         try:
-            faiss.write_index(self._faiss, tmp)
+            faiss.write_index(base, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        delta_log.reset(self._delta_path)
+        self._delta_valid_bytes, self._delta_faces = 0, 0
         self._faiss_dirty = False
 
+
+def _is_ivf(index: Any) -> bool:
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return False
+    return True
+
+
+def faiss_nlist(index: Any) -> int:
+    import faiss
+
+    return int(faiss.extract_index_ivf(index).nlist)
+
+
+def persisted_ids(faiss_path: Path, dim: int) -> np.ndarray:
+    """The face ids the files on disk hold (base + delta log), sorted, without any repair from
+    the catalog: what a reader starts from. For checks and tests."""
+    import faiss
+
+    base = faiss.read_index(str(faiss_path), faiss.IO_FLAG_MMAP)
+    view = FaceIndex(base, _base_ids(base), dim, 1)
+    VectorsMixin._apply_replay(view, delta_log.replay(faiss_path.with_suffix(".delta"), dim))
+    return view.ids()
