@@ -9,9 +9,10 @@
   vectors) and removed. Persisting a batch is O(batch); a writer never loads the base for it.
 - Readers replay the log into a small exact index of added faces and a set of removed ids
   (excluded from the base's search), then check the whole against the catalog (count, sum and
-  xor of face ids) and repair any difference from it. Face ids are never reused, so replaying
-  is idempotent: a crash between writing a new base and emptying the log is harmless, and a
-  batch killed before its log write is found missing and taken from the catalog.
+  xor of face ids) and repair any difference from it (writing the repair, as a writer would).
+  Face ids are never reused, so replaying is idempotent: a crash between writing a new base
+  and emptying the log is harmless, and a batch killed before its log write is found missing
+  and taken from the catalog.
 - A writer compacts base + log into a new base when the log holds more than
   `settings.faiss_delta_max` faces, and rebuilds the base from the catalog when it is missing,
   unreadable, or of the wrong kind or size for the number of faces (IVF is retrained).
@@ -256,8 +257,7 @@ class VectorsMixin:
             ids, vectors = self.embeddings(missing.tolist())
             view.add(ids, vectors)
             records.append(delta_log.encode(delta_log.ADD, ids, vectors, view.dim))
-        if not self.read_only:
-            self._append_delta(records, len(extra) + len(missing))
+        self._persist(self._append_delta, records, len(extra) + len(missing))
 
     def _rebuild_faiss(self) -> FaceIndex:
         """A new base from every embedding in the catalog (written unless read-only)."""
@@ -265,9 +265,19 @@ class VectorsMixin:
         base = self._build_base(ids, vectors)
         view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe)
         self._faiss = view
-        if not self.read_only:
-            self._write_base(base)
+        self._persist(self._write_base, base)
         return view
+
+    def _persist(self, write: Any, *args: Any) -> None:
+        """Write a rebuild or repair (readers too: the files are a cache, written atomically
+        or appended whole); a home a reader cannot write to is only repaired in memory."""
+        try:
+            write(*args)
+        except OSError as exc:
+            if not self.read_only:
+                raise
+            log.info("could not update the FAISS files in %s (%s); repaired in memory only",
+                     self.settings.home, exc)
 
     def _build_base(self, ids: np.ndarray, vectors: np.ndarray) -> Any:
         import faiss
