@@ -116,3 +116,14 @@ def test_light_commands_skip_heavy_imports_and_print_what_typer_prints(
     assert bad.returncode == 2 and "--limit" in bad.stderr
     missing = _light(["name", "no such person", "X"], settings.home)
     assert missing.returncode != 0 and "no cluster or person" in missing.stderr
+
+
+def test_export_of_a_synthetic_home_has_no_photo_warnings(settings: Settings,
+                                                         tmp_path: Path) -> None:
+    build(settings, 200, "dlib", seed=9, named=1)
+    out = CliRunner().invoke(app, ["export", str(tmp_path / "out")])
+    assert out.exit_code == 0, out.output
+    assert "gone from disk" not in out.output and "could not be read" not in out.output
+    folders = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert any(p.name.endswith("Synthetic_Person_1") for p in folders)
+    assert all((p / "thumbnail_grid.png").exists() for p in folders)

@@ -112,12 +112,16 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
                        settings, options.thumb_size, progress) as thumbs:
         counts = write_folders(data, out, grid_groups, thumbs, options.link,
                                columns=options.grid_columns, progress=progress)
-        unreadable = len({f.image_id for f in data.faces if f.face_id in thumbs.missing})
+        unreadable = len({f.image_id for f in data.faces if f.face_id in thumbs.missing
+                          and not f.path.startswith(images.SYNTHETIC)})
         crops = thumbs.crops_written
     if counts["missing_photos"]:
         warnings.append(f"{counts['missing_photos']} photos are gone from disk and were not "
                         "linked; run `faceidx index` on their folders to bring the index in line")
         log.warning(warnings[-1])
+    if counts.get("synthetic_photos"):
+        log.info("%d synthetic photos have no file to link or crop (grey cells in the grids)",
+                 counts["synthetic_photos"])
     if unreadable:
         warnings.append(f"{unreadable} photos could not be read; their faces show as grey "
                         "cells in the grids")

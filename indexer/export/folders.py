@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import FaceidxError
 from .data import OUTLIER, ExportData
 from .grids import grid_image
-from .images import Thumbnails
+from .images import SYNTHETIC, Thumbnails
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,9 @@ def write_folders(data: ExportData, out: Path, grid_groups: list[Group], thumbs:
         counts["folders"] += 1
         for image_id, path in images:
             source = Path(path)
-            if not source.exists():
+            if path.startswith(SYNTHETIC):  # a synthetic home's photos have no file to link
+                counts["synthetic_photos"] = counts.get("synthetic_photos", 0) + 1
+            elif not source.exists():
                 log.warning("%s is gone from disk; not linked into %s", path, g.folder)
                 counts["missing_photos"] += 1
             else:

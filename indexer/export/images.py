@@ -24,6 +24,8 @@ from ..types import BBox
 from .progress import Progress
 
 log = logging.getLogger(__name__)
+SYNTHETIC = "synthetic://"
+"""Photo paths of a synthetic home (indexer.synthetic_home.SCHEME): nothing to decode."""
 
 MISSING_GREY = 200
 
@@ -92,6 +94,10 @@ def render(faces: Sequence[StoredFace], thumb_ids: set[int], crops_dir: Path | N
             progress.start(len(by_image), "cutting faces")
             for image_id in sorted(by_image):
                 group = by_image[image_id]
+                if group[0].path.startswith(SYNTHETIC):  # no photo behind it: grey cells
+                    thumbs.missing.update(f.face_id for f in group)
+                    progress.advance()
+                    continue
                 try:
                     rgb = decode(Path(group[0].path), max_pixels=settings.max_image_pixels,
                                  max_bytes=settings.max_file_bytes)
