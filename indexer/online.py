@@ -2,9 +2,9 @@
 
 After a batch's faces were assigned to known people (indexer.assign), each new face left
 over looks at the unassigned faces among its nearest stored faces (and the batch's other
-new ones): those within `ClusterParams.online_link_distance` (on the
-model's scale) and from other photos are taken nearest first while they stay within that
-distance of every face taken so far (complete linkage, so a chain of look-alikes cannot
+new ones): those within `ClusterParams.online_link_distance` (by default
+the model's split_distance) and from other photos are taken nearest first while they stay
+within that distance of every face taken so far (complete linkage, so a chain of look-alikes cannot
 join). A group of at least `min_cluster_size` faces from as many photos becomes a new
 person. The next batches then join faces to it by centroid, as to any person, and the
 periodic recluster reconciles it (its id is kept when the recluster finds the same person).
@@ -41,6 +41,13 @@ def group_around(seed: int, d_seed: np.ndarray, pair: np.ndarray, photos: np.nda
     return group
 
 
+def link_distance(params: ClusterParams) -> float:
+    """How close every two faces of a person founded online must be."""
+    if params.online_link_distance is not None:
+        return params.online_link_distance
+    return params.split_distance if params.split_distance is not None else params.dbscan_eps
+
+
 NEIGHBOURS = 64
 """Stored faces looked at around each new face (FAISS), of which the unassigned ones count."""
 
@@ -61,7 +68,7 @@ def found_people(store: Store, con: duckdb.DuckDBPyConnection, seeds: Sequence[i
     if len(ids) < max(2, params.min_cluster_size):
         return []
     seed_rows = np.searchsorted(ids, seed_ids).tolist()
-    limit = params.online_link_distance
+    limit = link_distance(params)
     x = vectors.astype(np.float64)
     d = np.sqrt(np.clip(2.0 - 2.0 * x[seed_rows] @ x.T, 0.0, None))  # seeds x candidates
     free = np.ones(len(ids), dtype=bool)

@@ -41,8 +41,9 @@ class ClusterParams:
     attach_distance: float | None = 0.33
     # --- people founded online by the watch daemon (indexer.online) ---
     # Every two faces of a person founded from unassigned faces are at most this far apart
-    # (complete linkage, one face per photo, at least min_cluster_size faces).
-    online_link_distance: float = 0.34
+    # (complete linkage, one face per photo, at least min_cluster_size faces). None: the
+    # model's split_distance (a recluster keeps a face that close to its cluster's medoid).
+    online_link_distance: float | None = None
     # --- graph construction ---
     knn_k: int = 24
     # Exact spanning tree (labels equal the hdbscan library's) up to this many faces; above,
