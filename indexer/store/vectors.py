@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 IVF_POINTS_PER_LIST = 40
 """Training sample per IVF list (faiss warns below 39)."""
+SERIAL_QUERIES = 16
+"""Fewer query faces than this are searched on one thread: OpenMP's threads cost more than they
+save for a few queries (on a busy 2-core machine 13.6 ms of CPU per query face against 0.6 ms
+on one thread, exact search over 10k faces)."""
 
 
 class FaceIndex:
@@ -98,6 +102,18 @@ class FaceIndex:
         import faiss
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(queries) < SERIAL_QUERIES:
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                return self._search(queries, k)
+            finally:
+                faiss.omp_set_num_threads(threads)
+        return self._search(queries, k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
         parts = []
         if len(self.base_ids) > len(self.removed):
             sel = None
