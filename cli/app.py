@@ -56,8 +56,9 @@ def index(
         "--ray-address", help="Join a running Ray cluster (implies --ray): auto, "
              "ray://HOST:PORT or HOST:PORT.", show_default=False)] = None,
     ray_read: Annotated[str, typer.Option(
-        "--ray-read", help="How Ray workers get photos: driver (bytes sent from this machine) "
-             "or shared (workers read the same path).")] = "driver",
+        "--ray-read", help="How Ray workers get photos: driver (bytes sent from this machine), "
+             "shared (workers read the same path), or auto: shared on a one-machine Ray, else "
+             "driver.")] = "auto",
     ray_actors: Annotated[int | None, typer.Option(
         "--ray-actors", help="Ray actors holding the model (default: as many as fit).",
         show_default=False)] = None,

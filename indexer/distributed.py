@@ -40,7 +40,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-READ_MODES = ("driver", "shared")
+READ_MODES = ("auto", "driver", "shared")
 LOCAL = "local"
 """`--ray` without `--ray-address`: start a Ray instance on this machine for this run."""
 LOOPBACK = "127.0.0.1"
@@ -57,8 +57,9 @@ class RayOptions:
     address: str = LOCAL
     """`local` (start Ray here), `auto` (the cluster this node belongs to), ray://host:port or
     host:port."""
-    read: str = "driver"
-    """How workers get the photos: "driver" (bytes from the driver's node) or "shared"."""
+    read: str = "auto"
+    """How workers get the photos: "driver" (bytes from the driver's node), "shared" (the path),
+    or "auto": shared when the cluster is this one machine (measured faster), else driver."""
     actors: int | None = None
     """Actors holding the model; None: the cluster's CPUs (or GPUs) divided by what one needs."""
     cpus_per_actor: float = 1.0
@@ -253,7 +254,9 @@ class RayAnalyzer:
         actors = self.actors()
         per_block = max(1, min(ROWS_PER_BLOCK, len(rows) // (4 * actors)))
         ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_block))
-        if o.read == "driver":
+        read = o.read if o.read != "auto" else \
+            "shared" if len([n for n in ray.nodes() if n.get("Alive")]) == 1 else "driver"
+        if read == "driver":
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             here = ray.get_runtime_context().get_node_id()
@@ -263,11 +266,11 @@ class RayAnalyzer:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
         ds = ds.map_batches(
             FaceActor, fn_constructor_kwargs={"model_name": self.model_name,
-                                              "settings": self.settings, "read": o.read},
+                                              "settings": self.settings, "read": read},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=o.cpus_per_actor,
             num_gpus=o.gpus_per_actor or None)
-        log.info("sending %d files to %d Ray actors (read: %s)", len(rows), actors, o.read)
+        log.info("sending %d files to %d Ray actors (read: %s)", len(rows), actors, read)
         for row in _rows(ray, ds):
             raw = pending.pop(int(row["key"]), None)
             if raw is None:  # a result Ray delivered twice (a retried task): keep the first

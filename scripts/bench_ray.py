@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=2, help="worker processes / Ray actors")
     parser.add_argument("--address", default=LOCAL, help="a running Ray (default: start one)")
     parser.add_argument("--copies", type=int, default=8, help="copies per photo for the writer")
+    parser.add_argument("--reads", default="driver,shared",
+                        help="--ray-read modes to run, in this order")
     args = parser.parse_args()
 
     photos = photo_set(args.faces, args.lfw)
@@ -109,19 +111,21 @@ def main() -> None:
                              object_store_memory=200_000_000)
         figures: dict[str, float] = {}
         analyzers = {}
-        for read in ("driver", "shared"):
+        reads = args.reads.split(",")
+        for read in reads:
             analyzers[read] = RayAnalyzer(args.model, settings, replace(options, read=read))
-        analyzers["driver"].start()
+        analyzers[reads[0]].start()
         print(f"Ray start-up (once per run of faceidx --ray, not counted below): "
               f"{time.perf_counter() - t0:.1f} s")
-        recorder = Recorder(analyzers["driver"])
-        for read, analyzer in (("driver", recorder), ("shared", analyzers["shared"])):
-            t, n_ray, faces_ray = run(settings, f"home-ray-{read}", library, local_model,
+        recorder = Recorder(analyzers[reads[0]])
+        for i, read in enumerate(reads):
+            analyzer = recorder if i == 0 else analyzers[read]
+            t, n_ray, faces_ray = run(settings, f"home-ray-{i}-{read}", library, local_model,
                                       analyzer)
             figures[read] = t
             print(f"ray --ray-read {read:6s}: {t:6.1f} s  {n_ray / t:6.2f} photos/s  "
                   f"{faces_ray} faces  (overhead against local {t / t_local - 1:+.0%})")
-        analyzers["driver"].close()
+        analyzers[reads[0]].close()
 
         copies = work / "copies"
         copies.mkdir()
