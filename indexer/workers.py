@@ -51,7 +51,11 @@ def _analyze_in_worker(image: Image) -> list[FaceResult]:
 
 
 def default_workers(model_name: str) -> int:
-    """dlib: one process per core (up to 8); facenet: one (torch uses every core itself)."""
+    """dlib: one process per core (up to 8); facenet: one (torch uses every core itself);
+    sface: one, with OpenCV's threads. Measured with scripts/bench_ingest.py --models sface
+    --lfw 10 (75 photos, on a shared 2-core machine): `faceidx index` 0.64 photos/s with one
+    process and OpenCV's 2 threads, 0.62 with 2 processes of one thread each (whose bare model
+    loop is faster, 0.98 against 0.62, but the pipeline waits on each batch); so one process."""
     if model_name != "dlib":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
