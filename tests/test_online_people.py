@@ -72,3 +72,27 @@ def test_without_an_interval_the_recluster_waits_for_the_queue_and_zero_turns_it
     assert recluster_due(500, 1000, 0.0, s, drained=False) is None
     assert "grew" in (recluster_due(150, 1000, 0.0, s, drained=True) or "")
     assert recluster_due(10**6, 1000, 1e9, replace(s, recluster_every=0), drained=True) is None
+
+
+def test_a_second_photo_makes_a_person_in_its_own_batch(
+        settings: Settings, dlib_model: Any, faces_dir: Path, tmp_path: Path) -> None:
+    from indexer.assign import Assigner
+    from indexer.pipeline import Indexer
+    from indexer.store import Store
+
+    people = lfw_identities(faces_dir, min_images=3, count=10_000)
+    first, second = people["Madeleine_Albright"][:2]
+    with Store.open(settings, dlib_model.info) as store:
+        assigner = Assigner(store, settings)
+        with Indexer(store, dlib_model, settings,
+                     on_faces_added=assigner.on_faces_added) as indexer:
+            for n, photo in enumerate((first, second)):
+                (tmp_path / f"batch{n}").mkdir()
+                shutil.copy2(photo, tmp_path / f"batch{n}")
+                indexer.index([tmp_path / f"batch{n}"])
+                if n == 0:
+                    assert [f.cluster_id for f in store.faces()] == [None]
+        faces = store.faces()
+    assert len(faces) == 2 and faces[0].cluster_id is not None
+    assert faces[0].cluster_id == faces[1].cluster_id
+    assert all(f.assign_reason.startswith("online: founded") for f in faces)
