@@ -31,10 +31,12 @@ def _ctx(request: Request) -> WebContext:
 
 # ---------------------------------------------------------------------- reads
 @router.get("/api/people")
-def api_people(request: Request) -> Any:
-    """Exactly what `faceidx people --json` prints."""
+def api_people(request: Request, limit: int = 100) -> Any:
+    """Exactly what `faceidx people --json [--limit N]` prints (the same default; 0: all)."""
+    if limit < 0:
+        raise BadInput(f"limit {limit} is negative (0 lists every person)")
     ctx = _ctx(request)
-    return ctx.read("api_people", lambda: service.people(ctx.settings))
+    return ctx.read(("api_people", limit), lambda: service.people(ctx.settings, limit or None))
 
 
 @router.get("/api/people/{cluster_id}")

@@ -36,6 +36,14 @@ def test_people_equals_the_cli_json(client, web_settings: Settings, cli) -> None
     assert len(api) >= 3 and all(p["medoid_face_id"] for p in api)
     printed = json.loads(cli("people", "--json", "--home", str(web_settings.home)).stdout)
     assert api == printed
+    # The same limit gives the same list (the CLI's default is 100; 0 lists everyone).
+    for limit in ("1", "0"):
+        one = client.get(f"/api/people?limit={limit}").json()
+        printed = json.loads(cli("people", "--json", "--limit", limit, "--home",
+                                 str(web_settings.home)).stdout)
+        assert one == printed
+    assert len(client.get("/api/people?limit=1").json()) == 1
+    assert client.get("/api/people?limit=-1").status_code == 400
 
 
 def test_status_equals_the_cli_json(client, web_settings: Settings, cli) -> None:  # type: ignore[no-untyped-def]
