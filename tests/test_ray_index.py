@@ -110,7 +110,7 @@ def _stop_head(proc: subprocess.Popen[bytes]) -> None:
     family = _descendants(proc.pid)  # Ray's workers run in sessions of their own
     proc.terminate()  # `ray start --block` stops the Ray processes it started on SIGTERM
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=10)  # (it may take 30 s to be polite; the kills below are quicker)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
