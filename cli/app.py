@@ -3,6 +3,7 @@ and logs to stderr. Heavy libraries (torch, dlib) are imported only by commands 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -134,47 +135,26 @@ def query(
                    else "  nobody known yet: no people in the index (run `faceidx recluster`)")
 
 
-@app.command()
-@handle_errors
-def status(
-    home: HomeOption = None,
-    failures: Annotated[bool, typer.Option("--failures", help="List failed files and why.")]
-    = False,
-    json_out: JsonOption = False,
-) -> None:
-    """Counts, model and health of the index (fast: loads no model)."""
-    from indexer import service
+def _register_light(app: typer.Typer) -> None:
+    """List the light commands (cli/light.py) in Typer's help and hand their arguments on,
+    unparsed, to their one argparse declaration (the entry point runs them without Typer)."""
+    from cli import light
 
-    settings = load_settings(home)
-    info = service.status(settings, with_failures=failures)
-    if json_out:
-        echo_json(info)
-        return
-    model = info["model"]
-    typer.echo(f"home:      {info['home']}")
-    typer.echo(f"model:     {model['name']} ({model['dim']}-d, {model['weights']})"
-               if model else "model:     (none yet)")
-    typer.echo(f"images:    {info['images']} ({info['images_no_face']} with no face, "
-               f"{info['failed']} failed)")
-    typer.echo(f"faces:     {info['faces']} ({info['unassigned']} unassigned)")
-    typer.echo(f"clusters:  {info['clusters']}  people: {info['people']}")
-    running = info["indexer_running"]
-    if running is not None:
-        import datetime
+    def forwarder(command: str) -> Callable[[typer.Context], None]:
+        def forward(ctx: typer.Context) -> None:
+            code = light.run(command, list(ctx.args))
+            if code:
+                raise typer.Exit(code)
 
-        since = running.get("since")
-        when = datetime.datetime.fromtimestamp(since).isoformat(" ", "seconds") if since else "?"
-        line = f"running:   {running.get('purpose', 'faceidx')} (pid {running.get('pid')}) " \
-               f"since {when}"
-        if "queued" in running:
-            line += f", {running['queued']} files queued, {running.get('mode', '?')}, " \
-                    f"{running.get('state', '?')}"
-        typer.echo(line)
-    else:
-        typer.echo("running:   no daemon on this home")
-    for item in info.get("failures", []):
-        typer.echo(f"failed:    {item['path']}: {item['reason']}")
+        forward.__doc__ = light.description(command)
+        return forward
 
+    for command in light.COMMANDS:
+        app.command(command, add_help_option=False, context_settings={
+            "allow_extra_args": True, "ignore_unknown_options": True})(forwarder(command))
+
+
+_register_light(app)
 
 from cli import cluster_cmds, export_cmd, serve_cmd, watch_cmd  # noqa: E402  (commands in own modules)
 
@@ -185,13 +165,7 @@ export_cmd.register(app)
 
 
 def main() -> None:
-    import sys
-
+    """The `faceidx` entry point (cli.fastpath.main: light commands skip Typer)."""
     from cli import fastpath
 
-    if not fastpath.run(app, sys.argv[1:]):  # light commands skip Typer's pydantic layer
-        app()
-
-
-if __name__ == "__main__":
-    main()
+    fastpath.main()

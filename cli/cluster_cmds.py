@@ -1,5 +1,5 @@
-"""Commands about identities: recluster, people, the corrections (name, merge, reject, move,
-undo, history) and eval."""
+"""Commands about identities: recluster, the corrections (merge, reject, move, undo) and eval.
+`people`, `name` and `history` are light commands (cli/light.py)."""
 
 from __future__ import annotations
 
@@ -26,13 +26,10 @@ ALGORITHM_HELP = "hdbscan (default), dbscan, chinese-whispers, kmeans or agglome
 
 def register(app: typer.Typer) -> None:
     app.command()(recluster)
-    app.command()(people)
-    app.command()(name)
     app.command()(merge)
     app.command()(reject)
     app.command()(move)
     app.command()(undo)
-    app.command()(history)
     app.command("eval")(eval_)
 
 
@@ -66,50 +63,8 @@ def recluster(
                f"faces that moved {report.faces_moved}; named people kept {report.named_kept}")
 
 
-@handle_errors
-def people(
-    home: HomeOption = None,
-    json_out: JsonOption = False,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="List at most this many "
-                                       "(named first, then the largest); 0 lists all.")] = 100,
-) -> None:
-    """List people (clusters): id, name, size and the representative (medoid) face."""
-    from indexer import service
-
-    rows, total = service.people_top(load_settings(home), limit or None)
-    if json_out:
-        echo_json(rows)
-        return
-    if not rows:
-        typer.echo("no clusters yet; run `faceidx recluster`", err=True)
-        return
-    typer.echo(f"{'CLUSTER':>7}  {'NAME':<24} {'FACES':>6}  {'MEDOID':>7}  "
-               f"{'BOX (x1,y1,x2,y2)':<26} PHOTO")
-    lines = []
-    for r in rows:
-        box = ",".join(f"{v:g}" for v in r["medoid_bbox"]) if r["medoid_bbox"] else "-"
-        medoid = "-" if r["medoid_face_id"] is None else r["medoid_face_id"]
-        lines.append(f"{r['cluster_id']:>7}  {r['name'] or '-':<24} {r['size']:>6}  "
-                     f"{medoid:>7}  {box:<26} {r['medoid_path'] or ''}")
-    typer.echo("\n".join(lines))
-    if total > len(rows):
-        typer.echo(f"... and {total - len(rows)} more clusters (--limit 0 lists all)", err=True)
-
-
 def _say(change: Change) -> None:
     typer.echo(f"{change.summary} (change {change.change_id}; `faceidx undo` takes it back)")
-
-
-@handle_errors
-def name(
-    cluster: Annotated[str, typer.Argument(help="Cluster id (or a person's current name).")],
-    new_name: Annotated[str, typer.Argument(metavar="NAME", help="The person's name.")],
-    home: HomeOption = None,
-) -> None:
-    """Name the person a cluster shows; the name survives every recluster."""
-    from indexer import corrections
-
-    _say(corrections.rename(load_settings(home), cluster, new_name))
 
 
 @handle_errors
@@ -185,31 +140,6 @@ def undo(home: HomeOption = None, json_out: JsonOption = False) -> None:
         return
     look = f"; see cluster {change.cluster_id}" if change.cluster_id is not None else ""
     typer.echo(f"{change.summary}{look}")
-
-
-@handle_errors
-def history(
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many changes.")] = 50,
-    home: HomeOption = None,
-    json_out: JsonOption = False,
-) -> None:
-    """The corrections made so far, newest first; `faceidx undo` takes back the newest."""
-    from dataclasses import asdict
-
-    from indexer import corrections
-
-    changes = corrections.history(load_settings(home), limit)
-    if json_out:
-        echo_json([asdict(c) for c in changes])
-        return
-    if not changes:
-        typer.echo("no corrections yet", err=True)
-        return
-    typer.echo(f"{'CHANGE':>6}  {'WHEN':<19}  {'KIND':<6}  WHAT")
-    for c in changes:
-        mark = " (undone)" if c.undone else ""
-        typer.echo(f"{c.change_id:>6}  {c.at.replace('T', ' '):<19}  {c.kind:<6}  "
-                   f"{c.summary}{mark}")
 
 
 def _face_ids(values: list[str]) -> list[int]:

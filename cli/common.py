@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from cli.light import setup_logging  # noqa: F401  (one logging setup for every command)
 from indexer import settings as settings_mod
 from indexer.errors import FaceidxError
 
@@ -62,25 +62,6 @@ def load_settings(home: Path | None, **overrides: Any) -> settings_mod.Settings:
 
 def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False))
-
-
-def setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    root = logging.getLogger("indexer")
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler: logging.Handler
-    if sys.stderr.isatty():
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=err_console(), show_time=False, show_path=False,
-                              markup=False, rich_tracebacks=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("faceidx: %(levelname)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(level)
 
 
 def handle_errors(func: F) -> F:

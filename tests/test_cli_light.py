@@ -1,5 +1,6 @@
 """Commands that must stay light: no torch for status and --help."""
 
+import json
 import os
 import subprocess
 import sys
@@ -32,3 +33,34 @@ def test_help_and_status_do_not_import_models(cli, faces_dir: Path, copy_photos,
     cli("index", "--model", "dlib", str(files[0].parent))
     assert _run(["--help"], home) == "0"
     assert _run(["status", "--json"], home) == "0"
+
+
+ENTRY_PROBE = """
+import sys
+from cli import fastpath
+code = fastpath.run(sys.argv[1:])
+for heavy in ('typer', 'click', 'pydantic', 'torch', 'dlib', 'faiss'):
+    assert heavy not in sys.modules, heavy + ' was imported'
+print('exit', code)
+"""
+
+
+def test_light_commands_skip_typer(cli, faces_dir: Path, copy_photos, home: Path
+                                   ) -> None:  # type: ignore[no-untyped-def]
+    """The `faceidx` entry point runs status, people, name and history without Typer; the Typer
+    app hands the same arguments to the same parser (help, errors, results)."""
+    files = copy_photos([faces_dir / "broken" / "rgba.png"])
+    cli("index", "--model", "dlib", str(files[0].parent))
+    env = {**os.environ, "FACEIDX_HOME": str(home)}
+    for args in (["status", "--json"], ["people", "--limit", "5"], ["history"]):
+        out = subprocess.run([sys.executable, "-c", ENTRY_PROBE, *args], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().endswith("exit 0"), out.stdout
+    assert json.loads(cli("status", "--json").stdout)["images"] == 1
+    helped = cli("status", "--help")
+    assert "--failures" in helped.stdout and "usage: faceidx status" in helped.stdout
+    bad = cli("people", "--limit", "-1", ok=False)
+    assert bad.exit_code == 2
+    missing = cli("name", "999", "Nobody", ok=False)
+    assert missing.exit_code != 0 and "faceidx: error:" in missing.stderr
