@@ -47,7 +47,8 @@ class WebServer:
     foreground. The URL is printed on stderr once the socket is bound."""
 
     def __init__(self, settings, *, host: str, port: int, read_only: bool,  # type: ignore[no-untyped-def]
-                 token: str | None = None, query_model=None) -> None:
+                 token: str | None = None, query_model=None,
+                 beside_writer: bool = False) -> None:
         import socket
 
         import uvicorn
@@ -68,8 +69,10 @@ class WebServer:
             raise FaceidxError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
                                "try another --port") from exc
         self.port = int(self.sock.getsockname()[1])
+        # beside_writer: this process also writes the catalog (watch --serve), so reads open
+        # it as its writer does rather than attaching it to a second DuckDB instance
         app = create_app(settings, read_only=read_only, host=host, port=self.port, token=token,
-                         query_model=query_model)
+                         query_model=query_model, attach_reads=not beside_writer)
         config = uvicorn.Config(app, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"

@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
         if serve:
             from cli.serve_cmd import WebServer
 
-            web = WebServer(settings, host="127.0.0.1", port=port, read_only=False)
+            web = WebServer(settings, host="127.0.0.1", port=port, read_only=False,
+                            beside_writer=True)
             web.start()
         try:
             typer.echo(f"faceidx: watching {', '.join(map(str, roots))} into {settings.home} "

@@ -104,13 +104,15 @@ def wants_json(request: Request) -> bool:
 
 def create_app(settings: Settings, *, read_only: bool = False, token: str | None = None,
                host: str = "127.0.0.1", port: int | None = 8765,
-               query_model: Any = None) -> FastAPI:
+               query_model: Any = None, attach_reads: bool = True) -> FastAPI:
     """The web app over the index at settings.home.
 
     Requests must carry Host `host:port` (or `localhost:port` for a loopback host); every
     request that is not GET/HEAD must carry `token` in X-Faceidx-Token (a fresh random one when
     not given); with read_only every action is refused and shown disabled. `query_model`, a
     loaded FaceModel of the index's model, embeds search uploads (else loaded on first search).
+    With `attach_reads` (not in a process that also writes the catalog, as `watch --serve`)
+    reads go through one kept DuckDB instance that attaches the catalog for each request.
     """
     token = token or secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -146,8 +148,27 @@ def create_app(settings: Settings, *, read_only: bool = False, token: str | None
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    if attach_reads:
+        from indexer.store.attach import AttachedCatalog
+
+        app.add_middleware(ReadsThrough, catalog=AttachedCatalog(settings.catalog_path,
+                                                                 settings.lock_timeout))
     app.add_middleware(Guard, hosts=allowed_hosts(host, port), token=token, read_only=read_only)
     return app
+
+
+class ReadsThrough:
+    """Pure ASGI middleware: the request's reads go through the app's AttachedCatalog."""
+
+    def __init__(self, app: Any, *, catalog: Any) -> None:
+        self.app = app
+        self.catalog = catalog
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from indexer.store.attach import reads_through
+
+        with reads_through(self.catalog):
+            await self.app(scope, receive, send)
 
 
 def allowed_hosts(host: str, port: int | None) -> set[str]:

@@ -21,6 +21,7 @@ from ..errors import IndexBusy, IndexNotFound, ModelMismatch
 from ..migrations import apply_migrations
 from ..settings import Settings
 from ..types import ModelInfo
+from .attach import current as current_attached
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class StoreBase:
         self._delta_valid_bytes: int | None = None  # the FAISS delta log (vectors.py)
         self._delta_faces = 0
         self._model: ModelInfo | None = None
+        # a long-running reader (the web app) reads through a kept instance (attach.py)
+        self._attached = current_attached(settings.catalog_path) if read_only else None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -80,6 +83,11 @@ class StoreBase:
         writer's configuration (it still only reads), and a writer waits for the readers."""
         if self._con is not None:
             return self._con
+        if self._attached is not None:
+            self._con = self._attached.acquire()
+            if self._con is not None:
+                return self._con
+            self._attached = None  # this process writes the file now: read as below
         path = str(self.settings.catalog_path)
         deadline = time.monotonic() + self.settings.lock_timeout
         delay = 0.02
@@ -102,6 +110,12 @@ class StoreBase:
                                     f"{self.settings.lock_timeout:.0f} s; try again") from exc
                 time.sleep(0.01)
                 continue
+            except duckdb.ResourceInUseException as exc:  # the web app's reader has it attached
+                if time.monotonic() > deadline:
+                    raise IndexBusy(f"{path}: this process kept the catalog attached for "
+                                    f"{self.settings.lock_timeout:.0f} s; try again") from exc
+                time.sleep(0.005)
+                continue
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     if "lock" in str(exc).lower():
@@ -117,7 +131,10 @@ class StoreBase:
     def release(self) -> None:
         """Close the DuckDB connection so other processes can open the catalog."""
         if self._con is not None:
-            self._con.close()
+            if self._attached is not None:
+                self._attached.release(self._con)
+            else:
+                self._con.close()
             self._con = None
 
     def close(self, *, save: bool = True) -> None:

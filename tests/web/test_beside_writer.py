@@ -62,3 +62,29 @@ def test_the_crop_cache_stays_under_its_bound(web_settings: Settings) -> None:
     removed = tight.prune()
     left = sum(p.stat().st_size for p in (web_settings.home / "crops").glob("*/*.jpg"))
     assert removed > 0 and left <= 1024 * 1024
+
+
+def test_the_app_reads_through_an_attached_catalog_and_lets_go_after_each_request(
+        web_settings: Settings) -> None:
+    import duckdb
+    import pytest
+
+    from indexer.store.attach import AttachedCatalog, reads_through
+
+    from .conftest import make_client
+
+    attached = AttachedCatalog(web_settings.catalog_path, web_settings.lock_timeout)
+    with reads_through(attached):
+        store = Store.open(web_settings, read_only=True)
+        store.people_page(None, 0, 10)
+        store._connect()  # the attachment stays while a read is in progress  # noqa: SLF001
+        with pytest.raises(duckdb.ResourceInUseException):
+            duckdb.connect(str(web_settings.catalog_path))
+        store.close(save=False)
+    with Store.open(web_settings, keep_open=False) as writer:  # detached: a writer gets in
+        writer.set_meta("web-test", "after the read")
+    with reads_through(attached), Store.open(web_settings, read_only=True) as store:
+        assert store.get_meta("web-test") == "after the read"  # the next read sees it
+    with make_client(web_settings) as client:
+        assert client.get("/").status_code == 200
+        duckdb.connect(str(web_settings.catalog_path)).close()  # the request let go of it
