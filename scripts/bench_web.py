@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+NOTES: list[str] = []
 
 
 def pct(values: list[float], q: float) -> float:
@@ -42,31 +43,78 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def time_url(client: httpx.Client, url: str, n: int) -> list[float]:
-    for _ in range(3):  # warm-up
-        client.get(url).raise_for_status()
-    out = []
-    for _ in range(n):
+class Timings:
+    """Per request: wall ms seen by the client, and from the server's Server-Timing header
+    the ms it spent getting the catalog (attaching it; waiting while the daemon writes) and
+    its CPU ms."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.catalog: list[float] = []
+        self.cpu: list[float] = []
+
+    def get(self, client: httpx.Client, url: str) -> None:
         t = time.perf_counter()
         r = client.get(url)
-        out.append((time.perf_counter() - t) * 1000)
+        self.wall.append((time.perf_counter() - t) * 1000)
         r.raise_for_status()
+        timing = dict(part.strip().split(";dur=") for part in
+                      r.headers.get("server-timing", "").split(",") if ";dur=" in part)
+        self.catalog.append(float(timing.get("catalog", 0)))
+        self.cpu.append(float(timing.get("cpu", 0)))
+
+    def row(self, label: str, name: str) -> tuple[str, str, float, float, float, float, float]:
+        return (label, name, pct(self.wall, .5), pct(self.wall, .95), max(self.wall),
+                pct(self.cpu, .5), max(self.catalog))
+
+
+def time_url(client: httpx.Client, url: str, n: int, into: Timings | None = None) -> Timings:
+    for _ in range(3):  # warm-up
+        client.get(url).raise_for_status()
+    out = Timings()
+    for _ in range(n):
+        out.get(client, url)
+    if into is not None:
+        for mine, theirs in ((out.wall, into.wall), (out.catalog, into.catalog),
+                             (out.cpu, into.cpu)):
+            theirs.extend(mine)
     return out
 
 
-def time_after_change(client: httpx.Client, url: str, n: int, settings) -> list[float]:  # type: ignore[no-untyped-def]
+class DaemonLog:
+    """The watch daemon's -v log read as it comes: when each batch was committed."""
+
+    def __init__(self, proc: subprocess.Popen, path: Path) -> None:
+        import threading
+
+        self.batches: list[float] = []
+        self.path = path
+        self._proc = proc
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with self.path.open("w") as fh:
+            for line in self._proc.stderr:  # type: ignore[union-attr]
+                if "indexed " in line and " new face(s)" in line:
+                    self.batches.append(time.perf_counter())
+                fh.write(line)
+                fh.flush()
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [t for t in self.batches if start <= t <= end]
+
+
+def time_after_change(client: httpx.Client, url: str, n: int, settings) -> Timings:  # type: ignore[no-untyped-def]
     """Each request right after a write to the catalog (as after each batch of the daemon):
-    nothing read before can be reused, so each pays for opening the catalog."""
+    nothing read before can be reused, so each reads the catalog again."""
     from indexer.store import Store
 
-    out = []
+    out = Timings()
     for i in range(n):
         with Store.open(settings, keep_open=False) as store:
             store.set_meta("bench_web", str(i))
-        t = time.perf_counter()
-        r = client.get(url)
-        out.append((time.perf_counter() - t) * 1000)
-        r.raise_for_status()
+        out.get(client, url)
     return out
 
 
@@ -102,6 +150,75 @@ def seed_crops(settings, face_ids: list[int]) -> None:  # type: ignore[no-untype
         tile.save(path, "JPEG", quality=85)
 
 
+def time_crops(client: httpx.Client, urls: list[str]) -> Timings:
+    out = Timings()
+    for url in urls:
+        out.get(client, url)
+    return out
+
+
+def daemon_phase(client: httpx.Client, urls: dict[str, str], crops: list[str], size: int,  # type: ignore[no-untyped-def]
+                 root: Path, home: Path, lfw: list[Path], args) -> list:
+    """The pages timed while `faceidx watch` ingests real photos into the home, batch after
+    batch: the requests go round the pages, so each page is timed across the whole ingest.
+    Prints how many batches the daemon committed meanwhile, how long a batch took, and the
+    longest any request waited for the catalog."""
+    from indexer import browse
+    from indexer import settings as settings_mod
+
+    settings = settings_mod.load({"home": home})
+    inbox = root / "inbox"
+    inbox.mkdir()
+    for src in lfw[:args.ingest]:
+        shutil.copy(src, inbox / src.name)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "cli.app", "watch", str(inbox), "--home", str(home),
+         "--recluster-every", "0", "-v"], cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = DaemonLog(watcher, root / "watch.log")
+    label = f"{size}+daemon"
+    rows = []
+    try:
+        while len(log.batches) < 1:  # the model is loaded and the first batch is in
+            if watcher.poll() is not None:
+                time.sleep(0.5)
+                raise SystemExit(f"the daemon exited: {log.path.read_text()}")
+            time.sleep(0.2)
+        started = time.perf_counter()
+        timings = {name: Timings() for name in urls}
+        for url in urls.values():  # warm-up
+            client.get(url).raise_for_status()
+        for _ in range(args.requests):  # round the pages, so each sees many batches
+            for name, url in urls.items():
+                timings[name].get(client, url)
+        crop_times = time_crops(client, crops[:args.requests])
+        ended = time.perf_counter()
+        for name, t in timings.items():
+            rows.append(t.row(label, name))
+        rows.append(crop_times.row(label, "Face crop (cached)"))
+        during = log.between(started, ended)
+        before = [t for t in log.batches if t < started][-1:]
+        gaps = [b - a for a, b in zip(before + during, during, strict=False)]
+        worst = max(max(t.catalog) for t in timings.values())
+        worst_wall = max(max(t.wall) for t in timings.values())
+        waits = sorted(w for t in timings.values() for w in t.catalog)
+        NOTES.append(f"[{size}] the daemon committed {len(during)} batches of up to "
+              f"{settings.batch_size} photos in the {ended - started:.0f} s of timing "
+              f"({len(log.batches)} in all, of {args.ingest} photos); "
+              f"a batch took p50 {pct(gaps, .5) * 1000 if gaps else float('nan'):.0f} ms, "
+              f"shortest {min(gaps, default=float('nan')) * 1000:.0f} ms; "
+              f"the longest wait for the catalog of any page request: {worst:.0f} ms "
+              f"(p95 {pct(waits, .95):.1f} ms; slowest page {worst_wall:.0f} ms)")
+        fresh = [f for f in browse.unassigned(settings, limit=args.requests).others
+                 if not f.path.startswith("synthetic")]
+        if fresh:
+            t = time_crops(client, [f"/faces/{f.face_id}.jpg" for f in fresh])
+            rows.append(t.row(label, f"Face crop, first request ({len(fresh)} real photos)"))
+    finally:
+        stop(watcher)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -120,7 +237,7 @@ def main() -> None:
     lfw = sorted(args.photos.glob("*/*.jpg"))
     if len(lfw) < args.ingest:
         raise SystemExit(f"{args.photos}: {len(lfw)} photos, fewer than --ingest {args.ingest}")
-    rows: list[tuple[str, str, float, float, float]] = []
+    rows: list[tuple[str, str, float, float, float, float, float]] = []
     for size in args.sizes:
         base = args.work / f"base-{size}"
         if not (base / "catalog.duckdb").exists():  # built once, copied for each run
@@ -163,73 +280,30 @@ def main() -> None:
         try:
             with httpx.Client(base_url=base, headers={"Host": host}, timeout=120) as client:
                 for name, url in urls.items():  # the worst case: after every write
-                    ms = time_after_change(client, url, max(10, args.requests // 3), settings)
-                    rows.append((f"{size} changed", name, pct(ms, .5), pct(ms, .95), max(ms)))
-                for phase in ("idle", "daemon"):
-                    watcher = None
-                    label = f"{size}" if phase == "idle" else f"{size}+daemon"
-                    if phase == "daemon":
-                        inbox = root / "inbox"
-                        inbox.mkdir()
-                        for src in lfw[:args.ingest]:
-                            shutil.copy(src, inbox / src.name)
-                        log = root / "watch.log"
-                        with log.open("w") as fh:
-                            watcher = subprocess.Popen(
-                                [sys.executable, "-m", "cli.app", "watch", str(inbox), "--home",
-                                 str(home), "--recluster-every", "0"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
-                        before = service.status(settings)["images"]
-                        while service.status(settings)["images"] == before:  # first batch in
-                            if watcher.poll() is not None:
-                                raise SystemExit(f"the daemon exited: {log.read_text()}")
-                            time.sleep(0.5)
-                        ingest_start = (time.perf_counter(), service.status(settings)["images"])
-                    try:
-                        for name, url in urls.items():
-                            ms = time_url(client, url, args.requests)
-                            rows.append((label, name, pct(ms, .5), pct(ms, .95), max(ms)))
-                        ms = []
-                        for url in crops[:args.requests]:
-                            t = time.perf_counter()
-                            client.get(url).raise_for_status()
-                            ms.append((time.perf_counter() - t) * 1000)
-                        rows.append((label, "Face crop (cached)", pct(ms, .5), pct(ms, .95),
-                                     max(ms)))
-                        if watcher is not None:
-                            seconds = time.perf_counter() - ingest_start[0]
-                            now = service.status(settings)
-                            ingested = now["images"] - ingest_start[1]
-                            still = (now["indexer_running"] or {}).get("queued", 0)
-                            print(f"[{size}] the daemon wrote {ingested} photos in the "
-                                  f"{seconds:.0f} s of timing ({still} still queued)",
-                                  file=sys.stderr)
-                            fresh = browse.unassigned(settings, limit=args.requests).others
-                            fresh = [f for f in fresh if not f.path.startswith("synthetic")]
-                            ms = []
-                            for f in fresh:
-                                t = time.perf_counter()
-                                client.get(f"/faces/{f.face_id}.jpg").raise_for_status()
-                                ms.append((time.perf_counter() - t) * 1000)
-                            if ms:
-                                rows.append((f"{size}+daemon",
-                                             f"Face crop, first request ({len(ms)} real photos)",
-                                             pct(ms, .5), pct(ms, .95), max(ms)))
-                    finally:
-                        if watcher is not None:
-                            stop(watcher)
+                    t = time_after_change(client, url, max(10, args.requests // 3), settings)
+                    rows.append(t.row(f"{size} changed", name))
+                for name, url in urls.items():
+                    rows.append(time_url(client, url, args.requests).row(f"{size}", name))
+                rows.append(time_crops(client, crops[:args.requests]).row(
+                    f"{size}", "Face crop (cached)"))
+                rows += daemon_phase(client, urls, crops, size, root, home, lfw, args)
         finally:
             stop(proc)
     if not rows:
         return
     idle = {(r[0], r[1]): r for r in rows if "+" not in r[0] and " " not in r[0]}
     print(f"{'faces':<14} {'request':<48} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} "
-          f"{'p95 vs idle':>11}")
+          f"{'p95 vs idle':>11} {'cpu p50':>8} {'catalog max':>11}")
     for r in rows:
         base_row = idle.get((r[0].split("+")[0].split(" ")[0], r[1]))
         ratio = f"{r[3] / base_row[3]:.2f}x" if base_row is not None and base_row is not r \
             else ""
-        print(f"{r[0]:<14} {r[1]:<48} {r[2]:8.1f} {r[3]:8.1f} {r[4]:8.1f} {ratio:>11}")
+        print(f"{r[0]:<14} {r[1]:<48} {r[2]:8.1f} {r[3]:8.1f} {r[4]:8.1f} {ratio:>11} "
+              f"{r[5]:8.1f} {r[6]:11.1f}")
+    print("(ms; cpu: the server's CPU time per request; catalog: the most time one request "
+          "spent getting the catalog, attaching it and waiting while the daemon wrote)")
+    for note in NOTES:
+        print(note)
     print(f"(machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
 
 

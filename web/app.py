@@ -148,27 +148,47 @@ def create_app(settings: Settings, *, read_only: bool = False, token: str | None
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    catalog = None
     if attach_reads:
         from indexer.store.attach import AttachedCatalog
 
-        app.add_middleware(ReadsThrough, catalog=AttachedCatalog(settings.catalog_path,
-                                                                 settings.lock_timeout))
+        catalog = AttachedCatalog(settings.catalog_path, settings.lock_timeout)
+    app.add_middleware(ReadsThrough, catalog=catalog)
     app.add_middleware(Guard, hosts=allowed_hosts(host, port), token=token, read_only=read_only)
     return app
 
 
 class ReadsThrough:
-    """Pure ASGI middleware: the request's reads go through the app's AttachedCatalog."""
+    """Pure ASGI middleware: the request's reads go through the app's AttachedCatalog (when
+    given), and the response says in a Server-Timing header how long the request waited for
+    the catalog (`catalog`: the daemon writing its batch, mostly), the server's CPU time
+    (`cpu`, of this process while it answered) and its wall time (`app`)."""
 
     def __init__(self, app: Any, *, catalog: Any) -> None:
         self.app = app
         self.catalog = catalog
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import time
+
         from indexer.store.attach import reads_through
 
-        with reads_through(self.catalog):
-            await self.app(scope, receive, send)
+        wall, cpu = time.perf_counter(), time.process_time()
+        with reads_through(self.catalog) as waits:
+
+            async def timed_send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    timing = (f"catalog;dur={sum(waits) * 1000:.1f}, "
+                              f"cpu;dur={(time.process_time() - cpu) * 1000:.1f}, "
+                              f"app;dur={(time.perf_counter() - wall) * 1000:.1f}")
+                    message["headers"] = [*message.get("headers", []),
+                                          (b"server-timing", timing.encode())]
+                await send(message)
+
+            await self.app(scope, receive, timed_send)
 
 
 def allowed_hosts(host: str, port: int | None) -> set[str]:

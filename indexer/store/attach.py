@@ -29,6 +29,7 @@ ALIAS = "catalog"
 
 _current: ContextVar[AttachedCatalog | None] = ContextVar("faceidx_attached_catalog",
                                                           default=None)
+_waits: ContextVar[list[float] | None] = ContextVar("faceidx_catalog_waits", default=None)
 
 
 class AttachedCatalog:
@@ -76,12 +77,16 @@ class AttachedCatalog:
 
     def _attach(self) -> bool:
         assert self._db is not None
-        deadline = time.monotonic() + self.lock_timeout
+        started = time.monotonic()
+        deadline = started + self.lock_timeout
         delay = 0.005
         quoted = str(self.path).replace("'", "''")
         while True:
             try:
                 self._db.execute(f"ATTACH '{quoted}' AS {ALIAS} (READ_ONLY)")
+                waits = _waits.get()
+                if waits is not None:
+                    waits.append(time.monotonic() - started)
                 return True
             except duckdb.ResourceInUseException:  # open in this process by another instance
                 return False
@@ -96,13 +101,17 @@ class AttachedCatalog:
 
 
 @contextmanager
-def reads_through(catalog: AttachedCatalog | None) -> Iterator[None]:
+def reads_through(catalog: AttachedCatalog | None) -> Iterator[list[float]]:
     """Within this block (and threads it hands work to), read-only Stores of `catalog.path`
-    read through `catalog` instead of opening the file."""
+    read through `catalog` instead of opening the file. Yields the list of seconds each
+    attachment made in the block took (waiting while another process wrote, mostly)."""
     token = _current.set(catalog)
+    waits: list[float] = []
+    wait_token = _waits.set(waits)
     try:
-        yield
+        yield waits
     finally:
+        _waits.reset(wait_token)
         _current.reset(token)
 
 
