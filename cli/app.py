@@ -169,3 +169,7 @@ def main() -> None:
     from cli import fastpath
 
     fastpath.main()
+
+
+if __name__ == "__main__":  # `python -m cli.app` (the tests and scripts start subprocesses so)
+    main()
