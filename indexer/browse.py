@@ -51,7 +51,8 @@ class UnassignedPage:
     others: list[BrowseFace]
     total: int
     shown: int
-    distance: float
+    distance: float  # suggested up to this distance from a person's centroid
+    same_person: float  # the model's same-person threshold: suggested faces within it are likely
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,10 @@ def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
 
     check_page(0, limit)
     with open_for_reading(settings) as store:
+        same_person = threshold_for(store.model.name, settings)
         distance = settings.suggest_distance
         if distance is None:
-            distance = round(SUGGEST_FACTOR * threshold_for(store.model.name, settings), 3)
+            distance = round(SUGGEST_FACTOR * same_person, 3)
         ids, vectors, total = store.unassigned_faces(limit)
         cluster_ids, centroids, _ = store.centroids()
         faces = {f.face_id: f for f in store.browse_faces(ids.tolist())}
@@ -177,7 +179,7 @@ def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
                                       faces=[faces[f] for _, f in members if f in faces],
                                       distances=[d for d, f in members if f in faces]))
     return UnassignedPage(suggestions=suggestions, others=others, total=total,
-                          shown=len(ids), distance=distance)
+                          shown=len(ids), distance=distance, same_person=same_person)
 
 
 def recent_changes(settings: Settings, limit: int = 20) -> list[Change]:

@@ -116,9 +116,10 @@ def create_app(settings: Settings, *, read_only: bool = False, token: str | None
     """
     token = token or secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    from .views import face_url, label, person_crop_url
+    from .views import face_url, label, person_crop_url, suggestion_marks
 
-    templates.env.globals.update(face_url=face_url, label=label, person_crop_url=person_crop_url)
+    templates.env.globals.update(face_url=face_url, label=label, person_crop_url=person_crop_url,
+                                 suggestion_marks=suggestion_marks)
     ctx = WebContext(settings=settings, read_only=read_only, token=token,
                      crops=CropCache(settings), templates=templates, _model=query_model)
     app = FastAPI(title="faceidx", docs_url=None, redoc_url=None, openapi_url=None)

@@ -27,6 +27,16 @@ def label(person: BrowsePerson) -> str:
     return person.name or "Unnamed"
 
 
+def suggestion_marks(suggestion: Any, same_person: float) -> tuple[set[int], dict[int, str]]:
+    """The suggested faces to tick (within the model's same-person distance of the person)
+    and each face's distance, as shown under it."""
+    likely = {f.face_id for f, d in zip(suggestion.faces, suggestion.distances, strict=True)
+              if d <= same_person}
+    notes = {f.face_id: f"{d:.2f}" for f, d in zip(suggestion.faces, suggestion.distances,
+                                                   strict=True)}
+    return likely, notes
+
+
 def rounded(bbox: tuple[float, float, float, float] | None) -> list[float] | None:
     return None if bbox is None else [round(float(v), 1) for v in bbox]
 

@@ -265,6 +265,25 @@ def test_accept_a_suggestion(client, web_settings: Settings) -> None:  # type: i
     assert set(ids) <= got
 
 
+def test_suggested_faces_come_ticked_only_within_the_same_person_distance(
+        web_settings: Settings) -> None:
+    import re
+
+    settings = replace(web_settings, suggest_distance=2.0)  # far faces are suggested too
+    page = browse.unassigned(settings)
+    pairs = [(f.face_id, d) for s in page.suggestions for f, d in zip(s.faces, s.distances,
+                                                                        strict=True)]
+    assert any(d > page.same_person for _, d in pairs)  # else this test shows nothing
+    with make_client(settings) as client:
+        html = client.get("/unassigned").text
+    for face_id, distance in pairs:
+        box = re.search(rf'<input type="checkbox" name="face_ids" value="{face_id}" ?(\w*)>'
+                        rf'<span>#{face_id} · ([0-9.]+)</span>', html)
+        assert box is not None, face_id
+        assert (box.group(1) == "checked") == (distance <= page.same_person)
+        assert box.group(2) == f"{distance:.2f}"
+
+
 @pytest.mark.parametrize(("url", "body", "code", "words"), [
     ("/api/people/{a}/name", {"name": "   "}, 400, "blank"),
     ("/api/people/{a}/name", {}, 400, "name"),
