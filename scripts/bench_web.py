@@ -1,7 +1,9 @@
 """Time the web app's pages at 10k and 100k faces, idle and beside the watch daemon ingesting.
 
     uv run python scripts/bench_web.py [--sizes 10000 100000] [--requests 60] [--work DIR]
-        [--photos ../shared/faces/lfw] [--ingest 300]
+        [--photos ../shared/faces/lfw] [--ingest 300] [--batches 5]
+
+(homes are built once under --work/base-SIZE and reused by later runs.)
 
 For each size: a synthetic home (indexer.synthetic_home, written through the store's write path;
 its true identities are the clusters, the 10 largest named), then `faceidx serve` in a
@@ -14,11 +16,14 @@ subprocess on 127.0.0.1, timed with an HTTP client over loopback:
   synthetic faces have no photo to cut them from).
 
 Each is timed right after a write to the catalog (the worst case: nothing read before can be
-reused), then with nothing else running, then again while a `faceidx watch` subprocess
-ingests real photos (`--ingest` LFW photos copied into another folder) into the same home, which
-takes the DuckDB writer lock for every batch. Then the crops of faces the daemon ingested are
-requested for the first time (cut from their real photos). It prints p50/p95 per request and the
-daemon/idle ratio; the target is p95 < 150 ms for a page of 100 people.
+reused), also with a server that opens DuckDB for every read (as before the attached catalog,
+same run: the ratio), then with nothing else running, then while a `faceidx watch` subprocess
+ingests real photos (`--ingest` LFW photos copied into another folder) into the same home,
+going round the pages until the daemon has committed `--batches` batches: it prints how long a
+batch took and the longest any page request waited for the catalog (from the server's
+Server-Timing header). Then the crops of faces the daemon ingested are requested for the first
+time (cut from their real photos). It prints p50/p95 per request, the server's CPU time per
+request, and ratios; the target is p95 < 150 ms for a page of 100 people.
 """
 
 from __future__ import annotations
@@ -118,9 +123,18 @@ def time_after_change(client: httpx.Client, url: str, n: int, settings) -> Timin
     return out
 
 
-def start_serve(home: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "cli.app", "serve", "--home", str(home),
-                             "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+def start_serve(home: Path, *, open_per_read: bool = False) -> tuple[subprocess.Popen, str]:
+    """`faceidx serve` in a subprocess; with open_per_read, the same app reading as before
+    the attached catalog (a DuckDB connection opened for every read), for comparison."""
+    if open_per_read:
+        cmd = [sys.executable, "-c", "import sys; from indexer import settings as s; "
+               "from cli.serve_cmd import WebServer; "
+               "w = WebServer(s.load({'home': sys.argv[1]}), host='127.0.0.1', port=0, "
+               "read_only=False, beside_writer=True); print(w.url, flush=True); w.run()",
+               str(home)]
+    else:
+        cmd = [sys.executable, "-m", "cli.app", "serve", "--home", str(home), "--port", "0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)  # no signal meant for another child
     url = proc.stdout.readline().strip()  # type: ignore[union-attr]
     if not url.startswith("http"):
@@ -188,9 +202,13 @@ def daemon_phase(client: httpx.Client, urls: dict[str, str], crops: list[str], s
         timings = {name: Timings() for name in urls}
         for url in urls.values():  # warm-up
             client.get(url).raise_for_status()
-        for _ in range(args.requests):  # round the pages, so each sees many batches
+        rounds = 0  # round the pages until the daemon has committed --batches batches
+        while rounds < args.requests or (len(log.between(started, time.perf_counter()))
+                                         < args.batches and watcher.poll() is None
+                                         and time.perf_counter() - started < args.max_seconds):
             for name, url in urls.items():
                 timings[name].get(client, url)
+            rounds += 1
         crop_times = time_crops(client, crops[:args.requests])
         ended = time.perf_counter()
         for name, t in timings.items():
@@ -200,6 +218,8 @@ def daemon_phase(client: httpx.Client, urls: dict[str, str], crops: list[str], s
         before = [t for t in log.batches if t < started][-1:]
         gaps = [b - a for a, b in zip(before + during, during, strict=False)]
         worst = max(max(t.catalog) for t in timings.values())
+        reads = sum(1 for t in timings.values() for w in t.catalog if w > 0)
+        total_requests = sum(len(t.catalog) for t in timings.values())
         worst_wall = max(max(t.wall) for t in timings.values())
         waits = sorted(w for t in timings.values() for w in t.catalog)
         NOTES.append(f"[{size}] the daemon committed {len(during)} batches of up to "
@@ -207,8 +227,9 @@ def daemon_phase(client: httpx.Client, urls: dict[str, str], crops: list[str], s
               f"({len(log.batches)} in all, of {args.ingest} photos); "
               f"a batch took p50 {pct(gaps, .5) * 1000 if gaps else float('nan'):.0f} ms, "
               f"shortest {min(gaps, default=float('nan')) * 1000:.0f} ms; "
-              f"the longest wait for the catalog of any page request: {worst:.0f} ms "
-              f"(p95 {pct(waits, .95):.1f} ms; slowest page {worst_wall:.0f} ms)")
+              f"{reads} of the {total_requests} page requests read the catalog (the others: "
+              f"unchanged, from memory); the longest wait for the catalog of any: "
+              f"{worst:.0f} ms (p95 {pct(waits, .95):.1f} ms; slowest page {worst_wall:.0f} ms)")
         fresh = [f for f in browse.unassigned(settings, limit=args.requests).others
                  if not f.path.startswith("synthetic")]
         if fresh:
@@ -226,6 +247,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/faceidx-bench-web"))
     ap.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "faces" / "lfw")
     ap.add_argument("--ingest", type=int, default=300, help="photos the daemon ingests")
+    ap.add_argument("--batches", type=int, default=5, help="with the daemon: go round the "
+                    "pages until it has committed this many batches")
+    ap.add_argument("--max-seconds", type=float, default=300,
+                    help="with the daemon: time the pages at most this long")
     ap.add_argument("--build-only", action="store_true", help="only build the homes")
     args = ap.parse_args()
 
@@ -289,6 +314,16 @@ def main() -> None:
                 rows += daemon_phase(client, urls, crops, size, root, home, lfw, args)
         finally:
             stop(proc)
+        # the same worst case, reading as before the attached catalog (same run, same load)
+        proc, base = start_serve(home, open_per_read=True)
+        try:
+            with httpx.Client(base_url=base, headers={"Host": base.split("//", 1)[1]},
+                              timeout=120) as client:
+                for name, url in urls.items():
+                    t = time_after_change(client, url, max(10, args.requests // 3), settings)
+                    rows.append(t.row(f"{size} chg/open", name))
+        finally:
+            stop(proc)
     if not rows:
         return
     idle = {(r[0], r[1]): r for r in rows if "+" not in r[0] and " " not in r[0]}
@@ -302,6 +337,13 @@ def main() -> None:
               f"{r[5]:8.1f} {r[6]:11.1f}")
     print("(ms; cpu: the server's CPU time per request; catalog: the most time one request "
           "spent getting the catalog, attaching it and waiting while the daemon wrote)")
+    opened = {(r[0].split(" ")[0], r[1]): r for r in rows if r[0].endswith("chg/open")}
+    for r in rows:
+        if r[0].endswith(" changed") and (r[0].split(" ")[0], r[1]) in opened:
+            o = opened[(r[0].split(" ")[0], r[1])]
+            print(f"[{r[0].split(' ')[0]}] after a write, {r[1]}: p95 {r[3]:.0f} ms attached "
+                  f"vs {o[3]:.0f} ms opening DuckDB per read ({r[3] / o[3]:.2f}x); server CPU "
+                  f"p50 {r[5]:.0f} vs {o[5]:.0f} ms")
     for note in NOTES:
         print(note)
     print(f"(machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})")
