@@ -8,8 +8,10 @@ consistent index and the next run completes the rest without duplicating faces.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -232,22 +234,36 @@ class Indexer:
             return exc
 
     def _analyze_batches(self, raws: Iterable[RawFile]) -> Iterator[tuple[RawFile, Analysis]]:
-        """The local analyzer: `batch_size` files at a time through `_analyze`."""
+        """The local analyzer. A model in worker processes gets the files' bytes as a stream
+        (the workers decode). Any other model gets `batch_size` files at a time on a model
+        thread, their detection copies decoded on the read threads, with the next batch
+        decoding while this one is analysed: reads, decodes, the model and the store's commits
+        overlap instead of waiting on each other."""
+        stream = getattr(self.model, "analyze_stream", None)
+        if stream is not None:
+            for raw, (outcome, size) in stream(raws, max_pixels=self.settings.max_image_pixels,
+                                               detect_max_side=self.settings.detect_max_side):
+                yield raw, ((UnreadableImage(raw.path, outcome), None)
+                            if isinstance(outcome, str) else (outcome, size))
+            return
         size = max(1, self.settings.batch_size)
-        batch: list[RawFile] = []
-        for raw in raws:
-            batch.append(raw)
-            if len(batch) >= size:
-                yield from zip(batch, self._analyze(batch), strict=True)
-                batch = []
-        if batch:
-            yield from zip(batch, self._analyze(batch), strict=True)
+        in_flight: deque[tuple[list[RawFile], Future[list[Analysis]]]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceidx-model") as model:
+            batch: list[RawFile] = []
+            for raw in itertools.chain(raws, [None]):
+                if raw is not None:
+                    batch.append(raw)
+                if batch and (len(batch) >= size or raw is None):
+                    decoding = [self._pool.submit(self._decode_one, r) for r in batch]
+                    in_flight.append((batch, model.submit(self._analyze, decoding)))
+                    batch = []
+                while in_flight and (len(in_flight) > 1 or raw is None):
+                    done, future = in_flight.popleft()
+                    yield from zip(done, future.result(), strict=True)
 
-    def _analyze(self, raws: list[RawFile]) -> list[Analysis]:
-        """Decode detection copies (on threads), then detect and embed the batch at once."""
-        if not raws:
-            return []
-        decoded = list(self._pool.map(self._decode_one, raws))
+    def _analyze(self, decoding: list[Future[Photo | UnreadableImage]]) -> list[Analysis]:
+        """Detect and embed a batch at once, once its detection copies are decoded."""
+        decoded = [f.result() for f in decoding]
         images = [d for d in decoded if not isinstance(d, UnreadableImage)]
         found = iter(self.model.analyze(images) if images else [])
         return [(d, None) if isinstance(d, UnreadableImage) else (next(found), d.size)
