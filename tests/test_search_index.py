@@ -164,3 +164,27 @@ def test_sigkill_between_a_batch_and_its_index_write(settings: Settings, mode: s
         _write(store, late[:1] * -1.0, prefix="/lib/after")
     in_files = persisted_ids(settings.faiss_path, 16).tolist()
     assert in_files == list(range(1, 29)) and len(set(in_files)) == 28
+
+
+def test_base_ids_sidecar_names_its_base(settings: Settings) -> None:
+    """Readers map the base's sorted ids from a sidecar named after the base file (inode, size,
+    mtime); a sidecar that does not match the base is never used, and a stale one is dropped
+    when a new base is written."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ivf = replace(settings, faiss_ivf_min_faces=100, faiss_delta_max=0)
+    with Store.open(ivf, SMALL) as store:
+        ids = _write(store, vectors[:200])
+    sidecars = list(ivf.faiss_path.parent.glob("faces.ids-*.npy"))
+    assert len(sidecars) == 1 and np.load(sidecars[0]).tolist() == ids
+    np.save(sidecars[0], np.arange(200, dtype=np.int64) + 10_000)  # wrong ids, right length
+    sidecars[0].rename(ivf.faiss_path.parent / "faces.ids-stale.npy")
+    with Store.open(ivf, read_only=True) as store:
+        hits = store.search(vectors[:3], k=1)
+    assert [row[0].face_id for row in hits] == ids[:3]
+    with Store.open(ivf, SMALL) as store:  # a new base (the log is folded at once)
+        more = _write(store, vectors[200:], prefix="/lib/r")
+    sidecars = list(ivf.faiss_path.parent.glob("faces.ids-*.npy"))
+    assert len(sidecars) == 1 and np.load(sidecars[0]).tolist() == ids + more
+    assert persisted_ids(ivf.faiss_path, 16).tolist() == ids + more

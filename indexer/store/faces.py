@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import duckdb
@@ -13,6 +13,24 @@ from ..types import FaceResult, Match, Matrix
 from .rows import Counts, StoredFace, distance_from_ip
 
 log = logging.getLogger(__name__)
+
+INLINE_IDS_MAX = 2_000
+"""Up to this many ids, id_filter writes them into the SQL as integer literals."""
+
+
+def id_filter(column: str, ids: Iterable[int]) -> tuple[str, list[Any]]:
+    """An SQL condition keeping the rows whose `column` is one of `ids`.
+
+    A few ids go in as integer literals, which DuckDB pushes into the table scan (row groups
+    whose min/max cannot hold them are skipped): at 1M faces, 10 ids cost a fraction of a
+    bound list, which it hash-joins against every row. Many ids go in as one list that is
+    joined. Returns the condition and its parameters; literals are formatted from int()."""
+    values = sorted({int(i) for i in ids})
+    if not values:
+        return "FALSE", []
+    if len(values) <= INLINE_IDS_MAX:
+        return f"{column} IN ({', '.join(map(str, values))})", []
+    return f"{column} IN (SELECT unnest(?))", [values]
 
 
 class FacesMixin:
@@ -95,15 +113,20 @@ class FacesMixin:
 
     def faces(self, face_ids: Sequence[int] | None = None) -> list[StoredFace]:
         """Face rows (all, or the given ids) joined with their image path, by face id."""
-        sql = ("SELECT f.face_id, f.image_id, i.path, f.x1, f.y1, f.x2, f.y2, f.landmarks, "
-               "f.det_score, f.cluster_id, f.assign_distance, f.assign_reason "
-               "FROM faces f JOIN images i USING (image_id)")
-        params: list[Any] = []
-        if face_ids is not None:
-            sql += " WHERE f.face_id IN (SELECT unnest(?))"
-            params.append([int(i) for i in face_ids])
+        cols = ("f.face_id, f.image_id, {path}, f.x1, f.y1, f.x2, f.y2, f.landmarks, "
+                "f.det_score, f.cluster_id, f.assign_distance, f.assign_reason")
         with self._read() as con:
-            rows = con.execute(sql + " ORDER BY f.face_id", params).fetchall()
+            if face_ids is None:
+                rows = con.execute(f"SELECT {cols.format(path='i.path')} FROM faces f "
+                                   "JOIN images i USING (image_id) ORDER BY f.face_id").fetchall()
+            else:  # a few faces: look them up, then their paths (no join over every image)
+                where, params = id_filter("f.face_id", face_ids)
+                rows = con.execute(f"SELECT {cols.format(path='NULL')} FROM faces f "
+                                   f"WHERE {where} ORDER BY f.face_id", params).fetchall()
+                where, params = id_filter("image_id", {int(r[1]) for r in rows})
+                paths = dict(con.execute(f"SELECT image_id, path FROM images WHERE {where}",
+                                         params).fetchall())
+                rows = [(r[0], r[1], paths[r[1]], *r[3:]) for r in rows]
         return [StoredFace(face_id=int(r[0]), image_id=int(r[1]), path=str(r[2]),
                            bbox=(r[3], r[4], r[5], r[6]), landmarks=tuple(r[7] or ()),
                            score=float(r[8]), cluster_id=None if r[9] is None else int(r[9]),
@@ -111,13 +134,10 @@ class FacesMixin:
 
     def embeddings(self, face_ids: Sequence[int] | None = None) -> tuple[np.ndarray, Matrix]:
         """Face ids (sorted) and their embeddings as one float32 matrix."""
-        sql = "SELECT face_id, embedding FROM faces"
-        params: list[Any] = []
-        if face_ids is not None:
-            sql += " WHERE face_id IN (SELECT unnest(?))"
-            params.append([int(i) for i in face_ids])
+        where, params = ("TRUE", []) if face_ids is None else id_filter("face_id", face_ids)
         with self._read() as con:
-            result = con.execute(sql + " ORDER BY face_id", params).fetchnumpy()
+            result = con.execute(f"SELECT face_id, embedding FROM faces WHERE {where} "
+                                 "ORDER BY face_id", params).fetchnumpy()
         ids = np.asarray(result["face_id"], dtype=np.int64)
         dim = self.model.dim
         if len(ids) == 0:

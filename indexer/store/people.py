@@ -10,6 +10,7 @@ import duckdb
 import numpy as np
 
 from ..errors import Conflict, NotFound
+from .faces import id_filter
 from .rows import ClusterRow, ClusterSnapshot, PersonRow
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,11 @@ class PeopleMixin:
 
     def rejections(self, face_ids: Sequence[int] | None = None) -> set[tuple[int, int]]:
         """(face_id, cluster_id) pairs a user said are not the same person."""
-        sql = "SELECT face_id, cluster_id FROM face_rejections"
-        params: list[Any] = []
-        if face_ids is not None:
-            sql += " WHERE face_id IN (SELECT unnest(?))"
-            params.append([int(i) for i in face_ids])
+        where, params = ("TRUE", []) if face_ids is None else id_filter("face_id", face_ids)
         with self._read() as con:
-            return {(int(f), int(c)) for f, c in con.execute(sql, params).fetchall()}
+            return {(int(f), int(c)) for f, c in con.execute(
+                f"SELECT face_id, cluster_id FROM face_rejections WHERE {where}",
+                params).fetchall()}
 
     def set_assignments(self, con: duckdb.DuckDBPyConnection,
                         rows: Sequence[tuple[int, int | None, float | None, str]]) -> None:

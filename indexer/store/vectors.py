@@ -44,11 +44,13 @@ on one thread, exact search over 10k faces)."""
 class FaceIndex:
     """What a search sees: the base index minus removed ids, plus an exact index of additions."""
 
-    def __init__(self, base: Any, base_ids: np.ndarray, dim: int, nprobe: int) -> None:
+    def __init__(self, base: Any, base_ids: np.ndarray, dim: int, nprobe: int, *,
+                 ids_sorted: bool = False) -> None:
         import faiss
 
         self.base = base
-        self.base_ids = np.sort(np.asarray(base_ids, dtype=np.int64))
+        self.base_ids = base_ids if ids_sorted else np.sort(np.asarray(base_ids, np.int64))
+        self._base_signature: tuple[int, int, int] | None = None
         self.dim = dim
         self.nprobe = nprobe
         self.removed: set[int] = set()
@@ -95,7 +97,18 @@ class FaceIndex:
         return np.sort(np.concatenate([base, added]))
 
     def signature(self) -> tuple[int, int, int]:
-        return _signature(self.ids())
+        """(count, sum, xor) of the ids a search sees, from the base's (computed once) and the
+        changes beside it: removed ids are base ids, added ones are not (see add, remove)."""
+        if self._base_signature is None:
+            self._base_signature = _signature(np.asarray(self.base_ids))
+        count, total, xor = self._base_signature
+        for ids, sign in ((self.removed, -1), (self._added_ids, 1)):
+            if ids:
+                arr = np.fromiter(ids, np.int64, len(ids))
+                count += sign * len(arr)
+                total += sign * int(arr.sum())
+                xor ^= int(np.bitwise_xor.reduce(arr))
+        return count, total, xor
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Inner products and ids of the k best faces per query (id -1 where fewer exist)."""
@@ -223,13 +236,28 @@ class VectorsMixin:
         if cached is not None and cached[0] == identity:
             ids = cached[1]
         else:
-            ids = _base_ids(base)
+            ids = self._read_base_ids(base)
             self.__dict__["_base_ids_cache"] = (identity, ids)
-        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe)
+        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe, ids_sorted=True)
         replay = delta_log.replay(self._delta_path, self.model.dim)
         self._apply_replay(view, replay)
         self._delta_valid_bytes, self._delta_faces = replay.valid_bytes, replay.faces
         return view, None
+
+    def _read_base_ids(self, base: Any) -> np.ndarray:
+        """The base's face ids, sorted: memory-mapped from the sidecar written with it (a few
+        pages read per lookup), else gathered from the base's lists and the sidecar written."""
+        key = _file_key(self.settings.faiss_path)
+        sidecar = _ids_path(self.settings.faiss_path, key)
+        try:
+            ids = np.load(sidecar, mmap_mode="r")
+            if ids.dtype == np.int64 and ids.ndim == 1 and len(ids) == base.ntotal:
+                return ids
+        except (OSError, ValueError):
+            pass
+        ids = np.sort(_base_ids(base))
+        self._persist(_write_ids, self.settings.faiss_path, key, ids)
+        return ids
 
     def _read_base(self, *, mmap: bool) -> tuple[Any, str | None]:
         import faiss
@@ -402,13 +430,50 @@ class VectorsMixin:
             faiss.write_index(base, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            _write_ids(path, _file_key(Path(tmp)), np.sort(_base_ids(base)))
+            os.replace(tmp, path)  # keeps the inode and mtime, so the sidecar's key holds
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _drop_stale_ids(path)
         delta_log.reset(self._delta_path)
         self._delta_valid_bytes, self._delta_faces = 0, 0
         self._faiss_dirty = False
+
+
+def _file_key(path: Path) -> str:
+    """What names one written base file: its inode, size and mtime (a rename keeps them)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+
+
+def _ids_path(faiss_path: Path, key: str) -> Path:
+    return faiss_path.with_name(f"{faiss_path.stem}.ids-{key}.npy")
+
+
+def _write_ids(faiss_path: Path, key: str, ids: np.ndarray) -> None:
+    """Write the sorted ids of the base file `key` names, atomically. A sidecar whose key no
+    longer names the base (a crash between the two renames, a base replaced) is never read."""
+    target = _ids_path(faiss_path, key)
+    fd, tmp = tempfile.mkstemp(prefix=".faces.ids.", suffix=".tmp", dir=faiss_path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(ids, dtype=np.int64))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _drop_stale_ids(faiss_path: Path) -> None:
+    keep = _ids_path(faiss_path, _file_key(faiss_path)).name
+    for old in faiss_path.parent.glob(f"{faiss_path.stem}.ids-*.npy"):
+        if old.name != keep:
+            old.unlink(missing_ok=True)
 
 
 def _is_ivf(index: Any) -> bool:
