@@ -130,9 +130,10 @@ def create_app(settings: Settings, *, read_only: bool = False, token: str | None
         code = status_for(exc)
         if wants_json(request):
             return JSONResponse({"error": one_line(exc)}, status_code=code)
+        title = "Not found" if code == 404 else "Cannot do that"
         return templates.TemplateResponse(request, "error.html",
                                           {**page_context(request), "message": one_line(exc),
-                                           "code": code}, status_code=code)
+                                           "code": code, "title": title}, status_code=code)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> Response:

@@ -120,7 +120,8 @@ def test_photo_page_and_image(client, web_settings: Settings) -> None:  # type: 
     assert page.text.count('class="box') == len(faces)
     img = client.get(f"/photos/{group.image_id}/image.jpg?size=300")
     assert img.status_code == 200 and img.content[:3] == b"\xff\xd8\xff"
-    assert client.get("/photos/999999").status_code == 404
+    missing = client.get("/photos/999999")
+    assert missing.status_code == 404 and "<title>Not found · faceidx</title>" in missing.text
     assert client.get("/photos/999999/image.jpg").status_code == 404
 
 
