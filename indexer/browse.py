@@ -132,8 +132,7 @@ def faces_present(settings: Settings, face_ids: list[int]) -> list[BrowseFace]:
 def named_people(settings: Settings) -> list[BrowsePerson]:
     """Every named person (for "move to…" choices)."""
     with open_for_reading(settings) as store:
-        people, _ = store.people_page(None, 0, MAX_PAGE)
-    return [p for p in people if p.name]
+        return store.named_people(MAX_PAGE)
 
 
 def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
