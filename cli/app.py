@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from cli.common import (
     BarProgress,
@@ -43,19 +44,29 @@ def _main(
     setup_logging(verbose)
 
 
-@app.command()
+class _IndexCommand(TyperCommand):
+    """`index`, whose `--ray` takes an optional ADDRESS (Typer has no such option)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if "--ray" in args:
+            from indexer.distributed import ray_value_optional
+
+            args = ray_value_optional(args)
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_IndexCommand)
 @handle_errors
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders (or files) of photos.")],
     model: ModelOption = None,
     home: HomeOption = None,
     json_out: JsonOption = False,
-    ray: Annotated[bool, typer.Option(
-        "--ray", help="Run the model on Ray (needs the `ray` extra): a Ray instance started on "
-             "this machine, or the cluster at --ray-address.")] = False,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="Join a running Ray cluster (implies --ray): auto, "
-             "ray://HOST:PORT or HOST:PORT.", show_default=False)] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]", show_default=False,
+        help="Run the model on Ray (needs the `ray` extra). Alone: a Ray instance started on this "
+             "machine; with ADDRESS (auto, ray://HOST:PORT or HOST:PORT): join that cluster.")
+    ] = None,
     ray_read: Annotated[str, typer.Option(
         "--ray-read", help="How Ray workers get photos: driver (bytes sent from this machine), "
              "shared (workers read the same path), or auto: shared on a one-machine Ray, else "
@@ -78,9 +89,9 @@ def index(
     settings = load_settings(home, model=model)
     roots = resolve_roots(paths)
     face_model = service.model_for_index(settings, settings.model)
-    on_ray = nullcontext() if not (ray or ray_address) else ray_analyzer(
-        face_model.info.name, settings, RayOptions(ray_address or "local", ray_read, ray_actors,
-                                                   ray_cpus_per_actor, ray_gpus_per_actor))
+    on_ray = nullcontext() if ray is None else ray_analyzer(
+        face_model.info.name, settings, RayOptions(ray, ray_read, ray_actors, ray_cpus_per_actor,
+                                                   ray_gpus_per_actor))
     with IngestLock(settings.home, "faceidx index"), on_ray as analyzer, \
             service.open_for_writing(settings, face_model) as store, \
             Indexer(store, face_model, settings, analyzer=analyzer) as indexer, \

@@ -25,8 +25,9 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,11 +43,25 @@ log = logging.getLogger(__name__)
 
 READ_MODES = ("auto", "driver", "shared")
 LOCAL = "local"
-"""`--ray` without `--ray-address`: start a Ray instance on this machine for this run."""
+"""`--ray` without an ADDRESS: start a Ray instance on this machine for this run."""
 LOOPBACK = "127.0.0.1"
 """A local instance listens on the loopback address only."""
 ROWS_PER_BLOCK = 16
 """Most files per Ray Data block: results come back a block at a time."""
+BLOCKS_PER_ACTOR = 16
+"""Fewest blocks per actor (down to one file a block). Ray Data queues two blocks on each actor,
+so a run's last blocks decide how long the other actors wait idle at its end: with blocks of 7
+files (the old 4 blocks per actor) the 60 photos of scripts/bench_ray.py ended with one actor
+alone on the full-size photos."""
+INLINE_BYTES = 256 * 2**20
+"""--ray-read driver: when the files that need the model hold at most this many bytes in all,
+the driver, which has just read and hashed them, puts them in the dataset's own blocks (no read
+stage, no extra Ray processes); a larger run reads them again in a Ray Data stage pinned to the
+driver's node, so the driver never holds more than this in memory."""
+LOCAL_START_ATTEMPTS = 3
+AGENT_WAIT_MS = 180_000
+"""How long a local raylet waits for its agents to start (Ray's default gave up after ~15 s on a
+2-core machine shared with other jobs)."""
 _Analysis = tuple[Any, tuple[int, int] | None]
 
 
@@ -55,8 +70,8 @@ class RayOptions:
     """How `faceidx index --ray` uses Ray."""
 
     address: str = LOCAL
-    """`local` (start Ray here), `auto` (the cluster this node belongs to), ray://host:port or
-    host:port."""
+    """`local` (start Ray here), `auto` (the cluster this node belongs to), ray://HOST:PORT or
+    HOST:PORT."""
     read: str = "auto"
     """How workers get the photos: "driver" (bytes from the driver's node), "shared" (the path),
     or "auto": shared when the cluster is this one machine (measured faster), else driver."""
@@ -74,15 +89,31 @@ class RayOptions:
             raise FaceidxError(f"--ray-actors {self.actors}: needs at least 1")
         if self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
             raise FaceidxError("--ray-cpus-per-actor must be > 0 and --ray-gpus-per-actor >= 0")
-        a = self.address
-        if not (a in (LOCAL, "auto") or a.startswith("ray://") or _is_host_port(a)):
-            raise FaceidxError(f"--ray-address {a!r} is not a Ray address (auto, "
+        if not is_ray_address(self.address):
+            raise FaceidxError(f"--ray {self.address!r} is not a Ray address (auto, "
                                "ray://HOST:PORT or HOST:PORT; --ray alone starts a local Ray)")
 
 
-def _is_host_port(text: str) -> bool:
-    host, _, port = text.rpartition(":")
-    return bool(host) and port.isdigit()
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]+")
+
+
+def is_ray_address(text: str) -> bool:
+    """local, auto, ray://HOST:PORT or HOST:PORT (a HOST has no slash, so a PATH is never one)."""
+    return text in (LOCAL, "auto") or text.startswith("ray://") or \
+        _HOST_PORT.fullmatch(text) is not None
+
+
+def ray_value_optional(args: Sequence[str]) -> list[str]:
+    """`faceidx index` arguments with a bare `--ray` written `--ray=local`, so that `--ray` takes
+    an optional ADDRESS: `--ray` (a local Ray), `--ray auto`, `--ray ray://HOST:PORT`. The word
+    after `--ray` is its ADDRESS only if it is one; otherwise it stays a PATH or an option."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--ray" and (i + 1 == len(out) or not is_ray_address(out[i + 1])):
+            out[i] = f"--ray={LOCAL}"
+    return out
 
 
 def _import_ray() -> Any:
@@ -102,11 +133,10 @@ def _import_ray() -> Any:
 class FaceActor:
     """A Ray Data actor: loads the face model once, then analyses one row at a time."""
 
-    def __init__(self, model_name: str, settings: Settings, read: str) -> None:
+    def __init__(self, model_name: str, settings: Settings) -> None:
         from .models import create_model
 
         self.settings = settings
-        self.read = read
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = create_model(model_name, settings)
         self.model.load()  # from the weights installed on this node; raises if they are missing
@@ -114,8 +144,8 @@ class FaceActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
-        for i in range(len(batch["key"])):
-            data = batch["data"][i] if self.read == "driver" else None
+        for i in range(len(batch["key"])):  # bytes from the driver, or (shared) the path only
+            data = batch["data"][i] if "data" in batch else None
             outcome = self._one(str(batch["path"][i]), str(batch["hash"][i]), data,
                                 str(batch["note"][i]) if "note" in batch else "")
             out.append(pickle.dumps(outcome))
@@ -209,9 +239,7 @@ class RayAnalyzer:
                                   "configure_logging": False}
         try:
             if o.address == LOCAL:
-                ray.init(address="local",  # a new instance even if another Ray runs here
-                         include_dashboard=False, object_store_memory=o.object_store_memory,
-                         _node_ip_address=LOOPBACK, **kwargs)
+                self._start_local(kwargs)
             else:
                 ray.init(address=o.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -224,6 +252,25 @@ class RayAnalyzer:
         resources = ray.cluster_resources()
         log.info("Ray: %d nodes, %s CPUs, %s GPUs", len(ray.nodes()), resources.get("CPU", 0),
                  resources.get("GPU", 0))
+
+    def _start_local(self, kwargs: dict[str, Any]) -> None:
+        """A new Ray instance on this machine. On a crowded machine its raylet may give up
+        waiting for its agents, or register later than `ray.init`'s fixed 30 s: the raylet is
+        told to wait longer, and the start is tried again."""
+        ray = self._ray
+        os.environ.setdefault("RAY_agent_register_timeout_ms", str(AGENT_WAIT_MS))
+        for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+            try:
+                ray.init(address="local",  # a new instance even if another Ray runs here
+                         include_dashboard=False,
+                         object_store_memory=self.options.object_store_memory,
+                         _node_ip_address=LOOPBACK, **kwargs)
+                return
+            except Exception as exc:  # Ray raises a bare Exception when the node times out
+                ray.shutdown()
+                if attempt == LOCAL_START_ATTEMPTS or "timed out" not in str(exc):
+                    raise RuntimeError(str(exc)) from exc
+                log.warning("a local Ray did not start (%s); trying again", exc)
 
     def close(self) -> None:
         if self._started:
@@ -245,18 +292,30 @@ class RayAnalyzer:
         ray, o = self._ray, self.options
         pending: dict[int, RawFile] = {}
         rows = []
+        held: list[bytes] | None = []  # the bytes, while they fit in INLINE_BYTES
+        total = 0
         for key, raw in enumerate(raws):  # the driver has planned every file before Ray starts
             pending[key] = replace(raw, data=b"")  # keep the facts, not the bytes
             rows.append({"key": key, "path": str(raw.path), "hash": raw.content_hash})
+            total += len(raw.data)
+            if held is not None and total <= INLINE_BYTES:
+                held.append(raw.data)
+            else:
+                held = None
         if not rows:
             return
         self.start()
         actors = self.actors()
-        per_block = max(1, min(ROWS_PER_BLOCK, len(rows) // (4 * actors)))
-        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_block))
         read = o.read if o.read != "auto" else \
             "shared" if len([n for n in ray.nodes() if n.get("Alive")]) == 1 else "driver"
-        if read == "driver":
+        inline = read == "driver" and held is not None
+        if inline:
+            for row, data in zip(rows, held or [], strict=True):
+                row["data"] = data
+        held = None
+        per_block = max(1, min(ROWS_PER_BLOCK, len(rows) // (BLOCKS_PER_ACTOR * actors)))
+        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_block))
+        if read == "driver" and not inline:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             here = ray.get_runtime_context().get_node_id()
@@ -266,11 +325,12 @@ class RayAnalyzer:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
         ds = ds.map_batches(
             FaceActor, fn_constructor_kwargs={"model_name": self.model_name,
-                                              "settings": self.settings, "read": read},
+                                              "settings": self.settings},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=o.cpus_per_actor,
             num_gpus=o.gpus_per_actor or None)
-        log.info("sending %d files to %d Ray actors (read: %s)", len(rows), actors, read)
+        log.info("sending %d files (%d MB) to %d Ray actors (read: %s%s)", len(rows),
+                 total // 2**20, actors, read, ", bytes in the blocks" if inline else "")
         for row in _rows(ray, ds):
             raw = pending.pop(int(row["key"]), None)
             if raw is None:  # a result Ray delivered twice (a retried task): keep the first

@@ -10,7 +10,9 @@ Each mode indexes the same fixed photo set into a fresh home with `faceidx index
   by the workers from the shared path;
 - writer: the analyses recorded from the first Ray run replayed for copies of the photos, so the
   run costs reading, hashing, planning and committing only: the most one driver can write.
-Without --address a local Ray instance is started once (its start-up time is reported apart).
+Without --address a local Ray instance is started once (its start-up time, and Ray Data's first
+execution in this process, are reported apart). Each mode runs `--rounds` times, the order
+reversed every other round; the overheads are of the mean times, and per round.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=8, help="copies per photo for the writer")
     parser.add_argument("--reads", default="driver,shared",
                         help="--ray-read modes to run, in this order")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of every mode; even rounds run the modes in reverse order "
+                             "(local, driver, shared, shared, driver, local), so a load that "
+                             "drifts during the run weighs on every mode alike")
     args = parser.parse_args()
 
     photos = photo_set(args.faces, args.lfw)
@@ -97,35 +103,53 @@ def main() -> None:
         for i, p in enumerate(photos):
             shutil.copy2(p, library / f"{i:04d}_{p.name}")
         settings = replace(settings_mod.load({"home": work / "home"}), workers=args.actors)
-        print(f"{len(photos)} photos, model {args.model}, {args.actors} workers/actors, "
-              f"batch {settings.batch_size}")
-
+        print(f"{len(photos)} photos, model {args.model}, {args.actors} worker processes (local) "
+              f"or Ray actors of 1 CPU, batch {settings.batch_size}, {args.rounds} rounds")
         local_model = create_model(args.model, settings, parallel=True)
         local_model.load()
-        t_local, n, faces = run(settings, "home-local", library, local_model)
-        print(f"local processes: {t_local:6.1f} s  {n / t_local:6.2f} photos/s  {faces} faces")
-        local_model.close()  # type: ignore[attr-defined]
 
         t0 = time.perf_counter()
         options = RayOptions(address=args.address, actors=args.actors,
                              object_store_memory=200_000_000)
-        figures: dict[str, float] = {}
-        analyzers = {}
         reads = args.reads.split(",")
-        for read in reads:
-            analyzers[read] = RayAnalyzer(args.model, settings, replace(options, read=read))
+        analyzers = {read: RayAnalyzer(args.model, settings, replace(options, read=read))
+                     for read in reads}
         analyzers[reads[0]].start()
+        warm_up(analyzers[reads[0]])
         print(f"Ray start-up (once per run of faceidx --ray, not counted below): "
               f"{time.perf_counter() - t0:.1f} s")
+
         recorder = Recorder(analyzers[reads[0]])
-        for i, read in enumerate(reads):
-            analyzer = recorder if i == 0 else analyzers[read]
-            t, n_ray, faces_ray = run(settings, f"home-ray-{i}-{read}", library, local_model,
-                                      analyzer)
-            figures[read] = t
-            print(f"ray --ray-read {read:6s}: {t:6.1f} s  {n_ray / t:6.2f} photos/s  "
-                  f"{faces_ray} faces  (overhead against local {t / t_local - 1:+.0%})")
+        times: dict[str, list[float]] = {}
+        counts: dict[str, tuple[int, int]] = {}
+        modes = ["local", *reads]
+        runs = 0
+        for r in range(args.rounds):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                runs += 1
+                if mode == "local":
+                    t, n, faces = run(settings, f"home-{runs}", library, local_model)
+                    local_model.close()  # type: ignore[attr-defined]  (each run starts its own)
+                else:
+                    analyzer = recorder if not recorder.seen and mode == reads[0] else \
+                        analyzers[mode]
+                    t, n, faces = run(settings, f"home-{runs}", library, local_model, analyzer)
+                times.setdefault(mode, []).append(t)
+                counts[mode] = n, faces
+                print(f"  round {r + 1} {mode:6s}: {t:6.1f} s  {n / t:5.2f} photos/s  "
+                      f"{faces} faces", flush=True)
         analyzers[reads[0]].close()
+        t_local = sum(times["local"]) / len(times["local"])
+        n, faces = counts["local"]
+        print(f"local processes: {t_local:6.1f} s  {n / t_local:6.2f} photos/s  {faces} faces "
+              f"(mean of {len(times['local'])})")
+        for read in reads:
+            t = sum(times[read]) / len(times[read])
+            n_ray, faces_ray = counts[read]
+            print(f"ray --ray-read {read:6s}: {t:6.1f} s  {n_ray / t:6.2f} photos/s  "
+                  f"{faces_ray} faces  (overhead against local {t / t_local - 1:+.0%}; per round "
+                  + ", ".join(f"{a / b - 1:+.0%}" for a, b in zip(times[read], times["local"],
+                                                                 strict=True)) + ")")
 
         copies = work / "copies"
         copies.mkdir()
@@ -140,6 +164,13 @@ def main() -> None:
               "one (writer photos/s over local photos/s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def warm_up(analyzer: RayAnalyzer) -> None:
+    """Ray Data's one-off start in this process (its executor, its first tasks), which every
+    `faceidx index --ray` pays once: counted with Ray's start-up, not with the first mode run."""
+    analyzer._ray.data.range(4, override_num_blocks=2).map_batches(
+        lambda batch: batch).materialize()
 
 
 if __name__ == "__main__":

@@ -24,10 +24,12 @@ from indexer.store.vectors import persisted_ids
 from tests.conftest import lfw_identities, link_tree
 
 REPO = Path(__file__).resolve().parent.parent
-# Every Ray process of these tests stays on the loopback address, without tokens; and workers use
-# this environment rather than one rebuilt by Ray's `uv run` hook.
+# Every Ray process of these tests stays on the loopback address, without tokens; workers use
+# this environment rather than one rebuilt by Ray's `uv run` hook; and the raylet waits for its
+# agents as long as a crowded machine needs to start them (it gave up after ~15 s under load).
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_agent_register_timeout_ms": "180000"}
 ACTOR_TITLE = b"ray::MapWorker(MapBatches(FaceActor))"
 
 
@@ -193,15 +195,20 @@ def _same_catalog(got: dict, want: dict) -> None:  # type: ignore[type-arg]
 
 
 def test_ray_index_equals_local_then_skips_and_moves(cli, ray_head, photos: Path, local,
-                                                     home: Path, tmp_path: Path
+                                                     home: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch
                                                      ) -> None:  # type: ignore[no-untyped-def]
     import json
     import shutil
 
+    from indexer import distributed
+
     address, _ = ray_head
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
-    ray = ("--ray-address", address, "--ray-read", "shared", "--ray-actors", "2")
+    # --ray-read driver with no bytes inline: the read stage pinned to the driver's node sends them
+    monkeypatch.setattr(distributed, "INLINE_BYTES", 0)
+    ray = ("--ray", address, "--ray-read", "driver", "--ray-actors", "2")
     first = json.loads(cli("index", "--model", "dlib", "--json", *ray, str(folder)).stdout)
     assert first["new"] == 16 and first["failed"] == 4 and first["faces_added"] == \
         len(local["faces"])
@@ -245,8 +252,8 @@ def test_a_killed_ray_worker_is_retried(ray_head, photos: Path, local, tmp_path:
             killed.append(actors[0])
         return bool(killed)
 
-    proc = _run_and_watch(_index_cmd(home, photos, "--ray-address", address, "--ray-read", "driver",
-                                     "--ray-actors", "2"), env, kill_one_actor)
+    proc = _run_and_watch(_index_cmd(home, photos, "--ray", address, "--ray-read", "driver",
+                                     "--ray-actors", "2"), env, kill_one_actor)  # bytes inline
     assert killed, "no Ray actor process was found to kill"
     proc.stderr.read()  # type: ignore[union-attr]
     assert proc.wait(timeout=600) == 0
@@ -265,8 +272,8 @@ def test_driver_sigkill_then_plain_rerun_completes(ray_head, photos: Path, local
             return True
         return False
 
-    proc = _run_and_watch(_index_cmd(home, photos, "--ray", "--ray-address", address), env,
-                          kill_driver)
+    proc = _run_and_watch(_index_cmd(home, photos, "--ray", address), env,
+                          kill_driver)  # --ray-read auto: shared on a one-machine Ray
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     partial = _catalog(home, check_faiss=False)
@@ -286,7 +293,34 @@ def test_without_the_extra_ray_is_a_one_line_error(monkeypatch: pytest.MonkeyPat
 
 
 def test_bad_ray_options_are_one_line_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    result = cli("index", "--model", "dlib", "--ray-address", "nowhere", str(tmp_path), ok=False)
-    assert result.exit_code == 2 and "is not a Ray address" in result.stderr
+    result = cli("index", "--model", "dlib", "--ray=nowhere", str(tmp_path), ok=False)
+    assert result.exit_code == 2 and "--ray 'nowhere' is not a Ray address" in result.stderr
     result = cli("index", "--model", "dlib", str(tmp_path), "--ray", "--ray-read", "nfs", ok=False)
     assert result.exit_code == 2 and "--ray-read 'nfs'" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "ray", "paths"), [
+    (["--ray"], "local", []),
+    (["--ray", "photos"], "local", ["photos"]),  # a PATH after a bare --ray stays a PATH
+    (["photos", "--ray"], "local", ["photos"]),
+    (["--ray", "--ray-read", "shared", "photos"], "local", ["photos"]),
+    (["--ray", "auto", "photos"], "auto", ["photos"]),
+    (["--ray", "ray://head:10001", "a", "b"], "ray://head:10001", ["a", "b"]),
+    (["--ray", "10.0.0.5:6379", "photos"], "10.0.0.5:6379", ["photos"]),
+    (["--ray", "./2024:06"], "local", ["2024:06"]),  # a slash: a PATH, not HOST:PORT
+    (["--ray=auto", "photos"], "auto", ["photos"]),
+])
+def test_ray_takes_an_optional_address(args: list[str], ray: str, paths: list[str]) -> None:
+    from typer.main import get_command
+
+    from cli.app import app
+
+    index = get_command(app).commands["index"]  # type: ignore[attr-defined]
+    ctx = index.make_context("index", args, resilient_parsing=True)
+    assert ctx.params["ray"] == ray and [str(p) for p in ctx.params["paths"] or []] == paths
+
+
+def test_ray_before_a_missing_path_names_the_path(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nowhere"
+    result = cli("index", "--model", "dlib", "--ray", str(missing), ok=False)
+    assert result.exit_code == 2 and f"{missing}: no such file or folder" in result.stderr
