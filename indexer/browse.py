@@ -17,6 +17,10 @@ MAX_PAGE = 500
 """Largest page a request may ask for."""
 SUGGEST_FACTOR = 1.5
 """Default suggestion distance as a multiple of the model's assignment threshold."""
+TICK_FACTOR = 1.25
+"""Suggested faces this close (a multiple of the assignment threshold) come ticked; the
+farther ones (strangers among them, as seen on the five_celebrity sample) are left to the user.
+Every suggested face is beyond the threshold itself, or the daemon would have assigned it."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class UnassignedPage:
     total: int
     shown: int
     distance: float  # suggested up to this distance from a person's centroid
-    same_person: float  # the model's same-person threshold: suggested faces within it are likely
+    tick: float  # suggested faces within this distance come ticked
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,8 @@ def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
                                       faces=[faces[f] for _, f in members if f in faces],
                                       distances=[d for d, f in members if f in faces]))
     return UnassignedPage(suggestions=suggestions, others=others, total=total,
-                          shown=len(ids), distance=distance, same_person=same_person)
+                          shown=len(ids), distance=distance,
+                          tick=round(min(distance, TICK_FACTOR * same_person), 3))
 
 
 def recent_changes(settings: Settings, limit: int = 20) -> list[Change]:

@@ -27,11 +27,11 @@ def label(person: BrowsePerson) -> str:
     return person.name or "Unnamed"
 
 
-def suggestion_marks(suggestion: Any, same_person: float) -> tuple[set[int], dict[int, str]]:
-    """The suggested faces to tick (within the model's same-person distance of the person)
-    and each face's distance, as shown under it."""
+def suggestion_marks(suggestion: Any, tick: float) -> tuple[set[int], dict[int, str]]:
+    """The suggested faces to tick (within `tick` of the person) and each face's distance,
+    as shown under it."""
     likely = {f.face_id for f, d in zip(suggestion.faces, suggestion.distances, strict=True)
-              if d <= same_person}
+              if d <= tick}
     notes = {f.face_id: f"{d:.2f}" for f, d in zip(suggestion.faces, suggestion.distances,
                                                    strict=True)}
     return likely, notes

@@ -266,7 +266,7 @@ def test_accept_a_suggestion(client, web_settings: Settings) -> None:  # type: i
     assert set(ids) <= got
 
 
-def test_suggested_faces_come_ticked_only_within_the_same_person_distance(
+def test_only_the_closer_suggested_faces_come_ticked(
         web_settings: Settings) -> None:
     import re
 
@@ -274,14 +274,14 @@ def test_suggested_faces_come_ticked_only_within_the_same_person_distance(
     page = browse.unassigned(settings)
     pairs = [(f.face_id, d) for s in page.suggestions for f, d in zip(s.faces, s.distances,
                                                                         strict=True)]
-    assert any(d > page.same_person for _, d in pairs)  # else this test shows nothing
+    assert any(d > page.tick for _, d in pairs)  # else this test shows nothing
     with make_client(settings) as client:
         html = client.get("/unassigned").text
     for face_id, distance in pairs:
         box = re.search(rf'<input type="checkbox" name="face_ids" value="{face_id}" ?(\w*)>'
                         rf'<span>#{face_id} · ([0-9.]+)</span>', html)
         assert box is not None, face_id
-        assert (box.group(1) == "checked") == (distance <= page.same_person)
+        assert (box.group(1) == "checked") == (distance <= page.tick)
         assert box.group(2) == f"{distance:.2f}"
 
 
