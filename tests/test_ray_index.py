@@ -112,7 +112,7 @@ def _stop_head(proc: subprocess.Popen[bytes]) -> None:
     family = _descendants(proc.pid)  # Ray's workers run in sessions of their own
     proc.terminate()  # `ray start --block` stops the Ray processes it started on SIGTERM
     try:
-        proc.wait(timeout=10)  # (it may take 30 s to be polite; the kills below are quicker)
+        proc.wait(timeout=3)  # (it may take 30 s to be polite; the kills below are quicker)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -180,10 +180,19 @@ def _index_cmd(home: Path, folder: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def local(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ignore[type-arg]
-    """The same photos indexed locally (worker processes, no Ray): what Ray must reproduce."""
-    home = tmp_path_factory.mktemp("local") / "home"
-    subprocess.run(_index_cmd(home, photos), cwd=REPO, check=True, capture_output=True,
-                   env={**os.environ, "FACEIDX_HOME": str(home)}, timeout=600)
+    """The same photos indexed by a local `faceidx index` (the real app in this process, the
+    model in worker processes, no Ray): what Ray must reproduce."""
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    tmp = tmp_path_factory.mktemp("local")
+    home = tmp / "home"
+    result = CliRunner().invoke(app, ["index", "--model", "dlib", "--home", str(home),
+                                      str(photos)],
+                                env={"FACEIDX_HOME": str(home),
+                                     "FACEIDX_CONFIG": str(tmp / "no-config.toml")})
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     return _catalog(home)
 
 
@@ -260,7 +269,8 @@ def test_a_killed_ray_worker_is_retried(ray_head, photos: Path, local, tmp_path:
     _same_catalog(_catalog(home), local)
 
 
-def test_driver_sigkill_then_plain_rerun_completes(ray_head, photos: Path, local, tmp_path: Path
+def test_driver_sigkill_then_plain_rerun_completes(cli, ray_head, photos: Path, local,
+                                                   tmp_path: Path
                                                    ) -> None:  # type: ignore[no-untyped-def]
     address, _ = ray_head
     home = tmp_path / "home"
@@ -279,8 +289,7 @@ def test_driver_sigkill_then_plain_rerun_completes(ray_head, photos: Path, local
     partial = _catalog(home, check_faiss=False)
     assert 0 < len(partial["faces"]) < len(local["faces"])
 
-    subprocess.run(_index_cmd(home, photos), cwd=REPO, env=env, check=True,
-                   capture_output=True, timeout=600)  # without --ray
+    cli("index", "--model", "dlib", "--home", str(home), str(photos))  # without --ray
     _same_catalog(_catalog(home), local)
 
 
