@@ -242,7 +242,8 @@ class Indexer:
         stream = getattr(self.model, "analyze_stream", None)
         if stream is not None:
             for raw, (outcome, size) in stream(raws, max_pixels=self.settings.max_image_pixels,
-                                               detect_max_side=self.settings.detect_max_side):
+                                               detect_max_side=self.settings.detect_max_side,
+                                               ahead=self.settings.batch_size):
                 yield raw, ((UnreadableImage(raw.path, outcome), None)
                             if isinstance(outcome, str) else (outcome, size))
             return

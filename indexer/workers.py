@@ -141,12 +141,13 @@ class ParallelModel:
             self.close()
             return self._local.analyze(images)
 
-    def analyze_stream(self, raws: Iterable[RawFile], *, max_pixels: int, detect_max_side: int
-                       ) -> Iterator[tuple[RawFile, RawAnalysis]]:
+    def analyze_stream(self, raws: Iterable[RawFile], *, max_pixels: int, detect_max_side: int,
+                       ahead: int = 0) -> Iterator[tuple[RawFile, RawAnalysis]]:
         """Each file with its analysis, as soon as a worker has it (in any order). Files are
-        pulled from `raws` lazily, keeping two per worker in flight."""
+        pulled from `raws` lazily, keeping two per worker in flight, plus `ahead` more (the
+        pipeline passes its batch size, so the workers stay busy while it commits a batch)."""
         raws = iter(raws)
-        window = 2 * self.workers
+        window = 2 * self.workers + max(0, ahead)
         if self._pool is None:  # one file alone (a watched folder's usual event): no processes
             first = list(itertools.islice(raws, 2))
             if len(first) < 2:
