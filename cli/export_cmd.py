@@ -52,3 +52,6 @@ def export(
     typer.echo(f"{report.folders} folders, {report.links} photo {link.value}s"
                + (f", {report.crops} face crops" if crops else "")
                + f"; files: {', '.join(report.files)}")
+    typer.echo(f"grids: {report.grid_faces} faces ({report.cells_cached} from the crop cache, "
+               f"{report.cells_made} cropped now, {report.placeholder_cells} without a photo: "
+               "placeholder cells)")

@@ -1,9 +1,10 @@
 """`faceidx export`: the files people open and look at, written from the index on demand.
 
-Read-only on the index: one snapshot is read and the catalog released before any photo is
-touched. Reproducible: rows by face id, fixed float formats, fixed seeds for every sample.
-Memory stays flat: photos are decoded one at a time (each once), thumbnails spill to a
-memory-mapped scratch file.
+Read-only on the catalog: every read happens inside one snapshot, and the catalog is released
+before any photo is read. Reproducible: rows by face id, fixed float formats, fixed seeds for
+every sample. Memory grows with the faces only by a few numbers per face (and the vectors):
+CSV rows stream page by page, grid cells come one grid at a time from the face-crop cache,
+plots and silhouette work on fixed-seed samples.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..settings import Settings
 from ..store import Store
-from . import csvs, images, metrics, outdir, plots
-from .data import OUTLIER, ExportData, read
-from .folders import LinkMode, groups, write_folders
+from . import csvs, metrics, outdir, plots
+from .data import OUTLIER, PAGE, ExportData, read
+from .folders import LinkMode, PhotoLinks, groups, write_grids
+from .images import CropCells, FaceSources, write_box_crops
 from .progress import NoProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,8 @@ class ExportOptions:
     thumb_size: int = 112
     """Pixels per side of a grid cell."""
     grid_cells: int = 64
-    """Most faces per grid: the medoid plus the nearest the centroid."""
+    """Most faces per grid: the medoid, then a spread from the nearest the centroid to the
+    farthest."""
     grid_columns: int = 8
     legend_clusters: int = 20
     """Clusters with their own colour in the scatter plots; the rest share a grey."""
@@ -60,18 +65,66 @@ class ExportReport:
     missing_photos: int
     unreadable_photos: int
     crops: int
+    grid_faces: int
+    """Cells in all the grids: from the crop cache, made for it now, or placeholders."""
+    cells_cached: int
+    cells_made: int
+    placeholder_cells: int
+    """Faces drawn as a "no photo" cell: their photo is gone, changed, unreadable or synthetic."""
     files: list[str]
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
 
-def load(settings: Settings) -> ExportData:
-    """The index's snapshot, read through a read-only store that is closed at once."""
+def _read_and_stream(settings: Settings, out: Path, options: ExportOptions,
+                     progress: Progress, warnings: list[str]) -> tuple[
+                         ExportData, list[Any], PhotoLinks, FaceSources, FaceSources | None]:
+    """Everything that reads the catalog, in one snapshot: the arrays, then one streaming pass
+    over the face rows that writes the CSVs and the photo links and keeps the sources of the
+    faces drawn later. The catalog is closed when this returns."""
     store = Store.open(settings, read_only=True)
     try:
-        return read(store, settings)
+        with store.snapshot():
+            data = read(store, settings, PAGE)
+            log.info("export: read %d faces", data.n_faces)
+            if not data.clusters:
+                warnings.append(f"the index has never been reclustered (no clusters): all "
+                                f"{data.n_faces} faces are exported as outliers; run "
+                                "`faceidx recluster` and export again")
+                log.warning(warnings[-1])
+            grid_groups = groups(data, options.grid_cells)
+            planned = {g.folder for g in grid_groups} | set(outdir.FIXED) - {"crops",
+                                                                                "outliers"}
+            planned -= {"condensed_tree.png"} if data.condensed_tree is None else set()
+            planned |= {"crops"} if options.crops else set()
+            planned |= {"outliers"} if data.outliers else set()
+            outdir.prepare(out, planned, force=options.force)
+            links = PhotoLinks(data, out, grid_groups, options.link)
+            links.make_folders()
+            shown = data.face_ids[np.concatenate([g.rows for g in grid_groups])] \
+                if grid_groups else np.zeros(0, dtype=np.int64)
+            sources = FaceSources(shown)
+            every = FaceSources(data.face_ids) if options.crops else None
+            progress.start(data.n_faces, "writing CSVs and photo links")
+            at = 0
+            with csvs.FaceCsvs(data, out, store.landmark_values()) as face_csvs:
+                for faces, hashes in store.face_pages(PAGE):
+                    rows = np.arange(at, at + len(faces))
+                    at += len(faces)
+                    if faces[-1].face_id != data.face_ids[rows[-1]]:
+                        raise RuntimeError("face rows and vectors disagree; was the snapshot "
+                                           "lost?")
+                    face_csvs.write(faces, rows)
+                    links.add(faces, rows, data.labels)
+                    sources.capture(faces, hashes)
+                    if every is not None:
+                        every.capture(faces, hashes)
+                    progress.advance(len(faces))
     finally:
         store.close(save=False)
+    csvs.write_people(data.clusters, {c.medoid_face_id: sources.path(c.medoid_face_id)
+                                      for c in data.clusters}, out)
+    return data, grid_groups, links, sources, every
 
 
 def export_index(settings: Settings, out: Path, options: ExportOptions | None = None,
@@ -80,58 +133,48 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
     options = options or ExportOptions()
     progress = progress or NoProgress()
     start = time.perf_counter()
-    data = load(settings)
-    warnings = []
-    if not data.clusters:
-        warnings.append(f"the index has never been reclustered (no clusters): all "
-                        f"{len(data.faces)} faces are exported as outliers; run "
-                        "`faceidx recluster` and export again")
-        log.warning(warnings[-1])
-    grid_groups = groups(data, options.grid_cells)
-    planned = {g.folder for g in grid_groups} | set(outdir.FIXED) - {"crops", "outliers"}
-    planned -= {"condensed_tree.png"} if data.condensed_tree is None else set()
-    planned |= {"crops"} if options.crops else set()
-    planned |= {"outliers"} if data.outliers else set()
-    outdir.prepare(out, planned, force=options.force)
-
-    log.info("export: read %d faces in %.1f s", len(data.faces), time.perf_counter() - start)
-    csvs.write_faces(data, out)
-    csvs.write_clusters(data, out)
-    csvs.write_people(data, out)
+    warnings: list[str] = []
+    data, grid_groups, links, sources, every = _read_and_stream(settings, out, options,
+                                                                progress, warnings)
+    log.info("export: CSVs and links done at %.1f s", time.perf_counter() - start)
     plotted = plots.write_plots(
         data, out, legend_clusters=options.legend_clusters,
         plot_max_points=options.plot_max_points, tsne_max_points=options.tsne_max_points,
         size_bars=options.size_bars, tree_max_clusters=options.tree_max_clusters,
         seed=options.seed, progress=progress)
-    log.info("export: CSVs and plots done at %.1f s", time.perf_counter() - start)
+    log.info("export: plots done at %.1f s", time.perf_counter() - start)
     metrics.write(metrics.build(data, silhouette_max=options.silhouette_max, seed=options.seed,
                                 plotted=plotted), out)
     log.info("export: metrics done at %.1f s", time.perf_counter() - start)
-    thumb_ids = {data.faces[r].face_id for g in grid_groups for r in g.rows.tolist()}
-    with images.render(data.faces, thumb_ids, out / "crops" if options.crops else None,
-                       settings, options.thumb_size, progress) as thumbs:
-        counts = write_folders(data, out, grid_groups, thumbs, options.link,
-                               columns=options.grid_columns, progress=progress)
-        unreadable = len({f.image_id for f in data.faces if f.face_id in thumbs.missing
-                          and not f.path.startswith(images.SYNTHETIC)})
-        crops = thumbs.crops_written
+    cells = CropCells(settings, options.thumb_size)
+    write_grids(data, out, grid_groups, sources, cells, columns=options.grid_columns,
+                progress=progress)
+    log.info("export: grids done at %.1f s", time.perf_counter() - start)
+    crops, unreadable_photos = 0, set(cells.counts.unreadable_photos)
+    if every is not None:
+        crops, unreadable = write_box_crops(every, out / "crops", settings, progress)
+        unreadable_photos |= unreadable
+    counts = links.counts
     if counts["missing_photos"]:
         warnings.append(f"{counts['missing_photos']} photos are gone from disk and were not "
                         "linked; run `faceidx index` on their folders to bring the index in line")
         log.warning(warnings[-1])
-    if counts.get("synthetic_photos"):
-        log.info("%d synthetic photos have no file to link or crop (grey cells in the grids)",
-                 counts["synthetic_photos"])
-    if unreadable:
-        warnings.append(f"{unreadable} photos could not be read; their faces show as grey "
-                        "cells in the grids")
+    if counts["synthetic_photos"]:
+        log.info("%d synthetic photos have no file to link or crop (placeholder cells in the "
+                 "grids)", counts["synthetic_photos"])
+    if unreadable_photos:
+        warnings.append(f"{len(unreadable_photos)} photos could not be read (gone, changed "
+                        "since indexing, or unreadable); their faces show as placeholder cells "
+                        "in the grids")
         log.warning(warnings[-1])
     files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != outdir.MANIFEST)
     return ExportReport(
-        out=str(out), faces=len(data.faces), images_with_faces=data.images_with_faces,
-        clusters=len(data.clusters), outliers=data.outliers, folders=counts["folders"],
+        out=str(out), faces=data.n_faces, images_with_faces=data.images_with_faces,
+        clusters=len(data.clusters), outliers=data.outliers, folders=len(grid_groups),
         links=counts["links"], missing_photos=counts["missing_photos"],
-        unreadable_photos=unreadable, crops=crops,
+        unreadable_photos=len(unreadable_photos), crops=crops,
+        grid_faces=sum(len(g.rows) for g in grid_groups), cells_cached=cells.counts.cached,
+        cells_made=cells.counts.made, placeholder_cells=cells.counts.placeholders,
         files=files, seconds=round(time.perf_counter() - start, 2), warnings=warnings)
 
 

@@ -1,4 +1,9 @@
-"""One folder per cluster (and `outliers/`): links to its photos and its thumbnail grid."""
+"""One folder per cluster (and `outliers/`): links to its photos and its thumbnail grid.
+
+A grid shows at most `cells` faces: the medoid first, then a spread of the others from the
+nearest its centroid to the farthest (evenly spaced by rank), so a grid shows both what the
+cluster is and where it frays. The outliers' grid shows the first faces by face id.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -13,15 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FaceidxError
+from ..store import StoredFace
 from .data import OUTLIER, ExportData
 from .grids import grid_image
-from .images import SYNTHETIC, Thumbnails
+from .images import SYNTHETIC, CropCells, FaceSources
 from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 OUTLIERS_FOLDER = "outliers"
 GRID_FILE = "thumbnail_grid.png"
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the grid PNGs: photos barely compress, and level 1 encodes several times
+faster than the default (a 1M-face index writes tens of thousands of grids)."""
 
 
 class LinkMode(StrEnum):
@@ -37,28 +47,38 @@ class Group:
     cluster_id: int
     folder: str
     title: str
-    rows: np.ndarray  # rows of ExportData.faces, in grid order
+    rows: np.ndarray  # rows of ExportData, in grid order
     total: int
     note: str
 
 
+def spread(n: int, k: int) -> np.ndarray:
+    """k of the positions 0..n-1, evenly spaced from the first to the last (all when n <= k)."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
+
+
 def groups(data: ExportData, cells: int) -> list[Group]:
-    """Each cluster's grid faces (its medoid, then the nearest its centroid), then outliers."""
+    """Each cluster's grid faces (its medoid, then a spread by distance to the centroid), then
+    the outliers'."""
     out = []
-    face_ids = np.asarray([f.face_id for f in data.faces], dtype=np.int64)
+    order = np.lexsort((data.face_ids, data.distances, data.labels))
+    sorted_labels = data.labels[order]
     for c in data.clusters:
-        rows = np.flatnonzero(data.labels == c.cluster_id)
-        medoid = int(np.flatnonzero(face_ids == c.medoid_face_id)[0])
-        rest = rows[rows != medoid]
-        rest = rest[np.lexsort((face_ids[rest], data.distances[rest]))]
-        shown = np.concatenate([[medoid], rest[:cells - 1]]).astype(np.int64)
+        lo, hi = np.searchsorted(sorted_labels, [c.cluster_id, c.cluster_id + 1])
+        members = order[lo:hi]  # nearest the centroid first
+        medoid = int(data.rows_of(np.asarray([c.medoid_face_id]))[0])
+        rest = members[members != medoid]
+        rest = rest[spread(len(rest), cells - 1)]
+        shown = np.concatenate([[medoid], rest]).astype(np.int64)
         note = "red frame: the medoid (the most representative face), then the nearest the " \
                "centroid first; numbers: face ids"
-        if len(rows) > cells:
-            note = f"showing {cells} of {len(rows)}: the medoid (red frame), then the " \
-                   f"{cells - 1} faces nearest the centroid; numbers: face ids"
-        out.append(Group(c.cluster_id, c.folder, f"{c.label} · {len(rows)} faces", shown,
-                         len(rows), note))
+        if c.size > cells:
+            note = f"showing {cells} of {c.size}: the medoid (red frame), then {cells - 1} " \
+                   "spread from the nearest the centroid to the farthest; numbers: face ids"
+        out.append(Group(c.cluster_id, c.folder, f"{c.label} · {c.size} faces", shown,
+                         c.size, note))
     rows = np.flatnonzero(data.labels == OUTLIER)
     if len(rows):
         note = "faces in no cluster, by face id (the numbers)"
@@ -92,35 +112,53 @@ def place(source: Path, target: Path, mode: LinkMode) -> None:
         shutil.copy2(source, target)
 
 
-def write_folders(data: ExportData, out: Path, grid_groups: list[Group], thumbs: Thumbnails,
-                  mode: LinkMode, *, columns: int, progress: Progress) -> dict[str, int]:
-    """Create every folder with its photo links and its grid; counts of what was written."""
-    counts = {"folders": 0, "links": 0, "missing_photos": 0}
-    jobs = []
-    for g in grid_groups:
-        rows = np.flatnonzero(data.labels == g.cluster_id)
-        images = sorted({(data.faces[r].image_id, data.faces[r].path) for r in rows})
-        jobs.append((g, images))
-    progress.start(sum(len(images) + 1 for _, images in jobs), "writing folders")
-    for g, images in jobs:
-        folder = out / g.folder
-        folder.mkdir()
-        counts["folders"] += 1
-        for image_id, path in images:
-            source = Path(path)
-            if path.startswith(SYNTHETIC):  # a synthetic home's photos have no file to link
-                counts["synthetic_photos"] = counts.get("synthetic_photos", 0) + 1
+class PhotoLinks:
+    """Links each folder's photos as the face rows stream past: a photo goes into the folder
+    of every cluster it has a face in (once, however many of its faces are there)."""
+
+    def __init__(self, data: ExportData, out: Path, grid_groups: Sequence[Group],
+                 mode: LinkMode) -> None:
+        self.out = out
+        self.mode = mode
+        self.folder = {g.cluster_id: g.folder for g in grid_groups}
+        self.counts = {"links": 0, "missing_photos": 0, "synthetic_photos": 0}
+        # the first row of each (cluster, photo) pair links it
+        order = np.lexsort((data.image_ids, data.labels))
+        pair = np.stack([data.labels[order], data.image_ids[order]], axis=1)
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (pair[1:] != pair[:-1]).any(axis=1)
+        self.linking = np.zeros(len(order), dtype=bool)
+        self.linking[order[first]] = True
+
+    def make_folders(self) -> int:
+        for folder in self.folder.values():
+            (self.out / folder).mkdir()
+        return len(self.folder)
+
+    def add(self, faces: Sequence[StoredFace], rows: np.ndarray, labels: np.ndarray) -> None:
+        for i in np.flatnonzero(self.linking[rows]).tolist():
+            face, folder = faces[i], self.folder[int(labels[rows[i]])]
+            source = Path(face.path)
+            if face.path.startswith(SYNTHETIC):  # a synthetic home's photos have no file
+                self.counts["synthetic_photos"] += 1
             elif not source.exists():
-                log.warning("%s is gone from disk; not linked into %s", path, g.folder)
-                counts["missing_photos"] += 1
+                log.warning("%s is gone from disk; not linked into %s", face.path, folder)
+                self.counts["missing_photos"] += 1
             else:
-                place(source, folder / link_name(image_id, path), mode)
-                counts["links"] += 1
-            progress.advance()
-        shown = [data.faces[r].face_id for r in g.rows.tolist()]
-        grid = grid_image([thumbs[f] for f in shown], [str(f) for f in shown], g.title,
-                          g.note, columns=columns, thumb=thumbs.size,
-                          framed_first=g.cluster_id != OUTLIER)
-        grid.save(folder / GRID_FILE)
+                place(source, self.out / folder / link_name(face.image_id, face.path),
+                      self.mode)
+                self.counts["links"] += 1
+
+
+def write_grids(data: ExportData, out: Path, grid_groups: Sequence[Group],
+                sources: FaceSources, cells: CropCells, *, columns: int,
+                progress: Progress) -> None:
+    """Each folder's thumbnail_grid.png, its cells from the face-crop cache."""
+    progress.start(len(grid_groups), "drawing grids")
+    for g in grid_groups:
+        shown = data.face_ids[g.rows].tolist()
+        pictures = cells.cells([sources.face(f) for f in shown])
+        grid = grid_image(pictures, [str(f) for f in shown], g.title, g.note, columns=columns,
+                          thumb=cells.size, framed_first=g.cluster_id != OUTLIER)
+        grid.save(out / g.folder / GRID_FILE, compress_level=PNG_COMPRESS_LEVEL)
         progress.advance()
-    return counts

@@ -1,25 +1,29 @@
-"""One streaming pass over the photos: decode each once, cut its faces, drop it.
+"""Pictures of faces for export: grid cells from the face-crop cache the web app uses, and
+(with --crops) every face's full-resolution crop.
 
-Thumbnails go to a memory-mapped scratch file (RAM stays flat however many faces there are);
-face crops, when asked for, go straight to disk.
+A grid cell is the face's cached crop; a face missing from the cache is made once (its photo
+decoded once for every wanted face in it) and cached. A face whose photo cannot be read (gone,
+changed since indexing, unreadable, or a synthetic home's `synthetic://` path) gets a
+placeholder cell and is counted; it never stops the export.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import UnreadableImage
-from ..imageio import decode
+from ..crops import CropCache, crop_path, face_crop, read_catalog_photo
+from ..errors import NotFound, UnreadableImage
+from ..imageio import decode, decode_raw
 from ..settings import Settings
 from ..store import StoredFace
+from ..store.rows import BrowseFace
 from ..types import BBox
 from .progress import Progress
 
@@ -27,27 +31,140 @@ log = logging.getLogger(__name__)
 SYNTHETIC = "synthetic://"
 """Photo paths of a synthetic home (indexer.synthetic_home.SCHEME): nothing to decode."""
 
-MISSING_GREY = 200
+PLACEHOLDER_GREY = 200
+Cell = npt.NDArray[np.uint8]
 
 
-def thumbnail(rgb: npt.NDArray[np.uint8], bbox: BBox, size: int,
-              margin: float = 0.25) -> npt.NDArray[np.uint8]:
-    """A square `size` x `size` thumbnail of the face, with some context around the box."""
-    h, w = rgb.shape[:2]
-    x1, y1, x2, y2 = bbox
-    side = max(x2 - x1, y2 - y1) * (1 + margin)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left = int(round(max(0.0, min(cx - side / 2, w - side))))
-    top = int(round(max(0.0, min(cy - side / 2, h - side))))
-    right = int(round(min(w, left + side)))
-    bottom = int(round(min(h, top + side)))
-    crop = Image.fromarray(rgb[top:max(bottom, top + 1), left:max(right, left + 1)])
-    square = ImageOps.pad(crop, (size, size), method=Image.BILINEAR,
-                          color=(MISSING_GREY,) * 3)
-    return np.asarray(square, dtype=np.uint8)
+def placeholder_cell(size: int) -> Cell:
+    """A light grey cell saying there is no picture of this face."""
+    cell = Image.new("RGB", (size, size), (PLACEHOLDER_GREY,) * 3)
+    draw = ImageDraw.Draw(cell)
+    font = ImageFont.load_default(size=max(10, size // 8))
+    draw.text((size / 2, size / 2 - size // 10), "no photo", fill=(110, 110, 110), font=font,
+              anchor="mm")
+    return np.asarray(cell, dtype=np.uint8)
 
 
-def face_crop(rgb: npt.NDArray[np.uint8], bbox: BBox) -> Image.Image:
+class FaceSources:
+    """Path, box and photo hash of chosen faces, captured page by page while the catalog is
+    open, so that no photo is read before the catalog is released."""
+
+    def __init__(self, face_ids: np.ndarray) -> None:
+        self.face_ids = np.unique(np.asarray(face_ids, dtype=np.int64))
+        n = len(self.face_ids)
+        self.image_ids = np.zeros(n, dtype=np.int64)
+        self.bboxes = np.zeros((n, 4), dtype=np.float64)
+        self.paths: list[str] = [""] * n
+        self.hashes: list[str | None] = [None] * n
+
+    def capture(self, faces: Sequence[StoredFace], hashes: Sequence[str | None]) -> None:
+        if not len(self.face_ids) or not faces:
+            return
+        ids = np.fromiter((f.face_id for f in faces), dtype=np.int64, count=len(faces))
+        at = np.minimum(np.searchsorted(self.face_ids, ids), len(self.face_ids) - 1)
+        for i in np.flatnonzero(self.face_ids[at] == ids).tolist():
+            slot, face = int(at[i]), faces[i]
+            self.image_ids[slot] = face.image_id
+            self.bboxes[slot] = face.bbox
+            self.paths[slot] = face.path
+            self.hashes[slot] = hashes[i]
+
+    def path(self, face_id: int) -> str:
+        return self.paths[int(np.searchsorted(self.face_ids, face_id))]
+
+    def face(self, face_id: int) -> BrowseFace:
+        slot = int(np.searchsorted(self.face_ids, face_id))
+        x1, y1, x2, y2 = self.bboxes[slot].tolist()
+        return BrowseFace(face_id=int(face_id), image_id=int(self.image_ids[slot]),
+                          path=self.paths[slot], bbox=(x1, y1, x2, y2), cluster_id=None,
+                          person=None, assign_distance=None, assign_reason=None,
+                          content_hash=self.hashes[slot])
+
+
+@dataclass
+class CellCounts:
+    cached: int = 0
+    made: int = 0
+    synthetic: int = 0
+    unreadable: int = 0
+    unreadable_photos: set[int] = field(default_factory=set)
+
+    @property
+    def placeholders(self) -> int:
+        return self.synthetic + self.unreadable
+
+
+class CropCells:
+    """Grid cells of `size` pixels from the face-crop cache under the index home."""
+
+    def __init__(self, settings: Settings, size: int) -> None:
+        self.settings = settings
+        self.size = size
+        self.cache = CropCache(settings)
+        self.placeholder = placeholder_cell(size)
+        self.counts = CellCounts()
+        self._cache_writable = True
+
+    def _cell(self, crop: Image.Image) -> Cell:
+        return np.asarray(crop.convert("RGB").resize((self.size, self.size), Image.BILINEAR),
+                          dtype=np.uint8)
+
+    def _load(self, path: Path) -> Cell | None:
+        try:
+            with Image.open(path) as img:
+                return self._cell(img)
+        except (OSError, ValueError):
+            return None  # pruned meanwhile, or a broken file: made again
+
+    def _make(self, group: list[BrowseFace]) -> dict[int, Cell]:
+        """Cells of faces sharing one photo, through the cache when it can be written."""
+        home = self.settings.home
+        if self._cache_writable:
+            try:
+                self.cache.make(group)
+                made = {f.face_id: self._load(crop_path(home, f)) for f in group}
+                if all(c is not None for c in made.values()):
+                    return {k: v for k, v in made.items() if v is not None}
+            except OSError as exc:
+                log.warning("cannot write the face-crop cache in %s (%s); export makes its "
+                            "crops in memory", home, exc)
+                self._cache_writable = False
+        first = group[0]
+        raw = read_catalog_photo(self.settings, first.path, first.content_hash)
+        try:
+            rgb = Image.fromarray(decode_raw(raw, max_pixels=self.settings.max_image_pixels))
+        except UnreadableImage as exc:
+            raise NotFound(str(exc)) from exc
+        return {f.face_id: self._cell(face_crop(rgb, f.bbox, self.settings.crop_size))
+                for f in group}
+
+    def cells(self, faces: Sequence[BrowseFace]) -> list[Cell]:
+        """One cell per face, in order."""
+        out: dict[int, Cell] = {}
+        todo: dict[int, list[BrowseFace]] = {}
+        for f in faces:
+            if f.path.startswith(SYNTHETIC):
+                self.counts.synthetic += 1
+                continue
+            path = crop_path(self.settings.home, f)
+            cell = self._load(path) if path.is_file() else None
+            if cell is not None:
+                out[f.face_id] = cell
+                self.counts.cached += 1
+            else:
+                todo.setdefault(f.image_id, []).append(f)
+        for image_id, group in todo.items():
+            try:
+                out.update(self._make(group))
+                self.counts.made += len(group)
+            except NotFound as exc:
+                log.warning("%s; its faces show as placeholder cells", exc)
+                self.counts.unreadable += len(group)
+                self.counts.unreadable_photos.add(image_id)
+        return [out.get(f.face_id, self.placeholder) for f in faces]
+
+
+def box_crop(rgb: npt.NDArray[np.uint8], bbox: BBox) -> Image.Image:
     """The face's box at full resolution, clipped to the photo."""
     h, w = rgb.shape[:2]
     x1, y1, x2, y2 = (int(round(v)) for v in bbox)
@@ -56,66 +173,35 @@ def face_crop(rgb: npt.NDArray[np.uint8], bbox: BBox) -> Image.Image:
     return Image.fromarray(rgb[y1:y2, x1:x2])
 
 
-class Thumbnails:
-    """Thumbnails of chosen faces, indexed by face id, backed by a scratch file."""
-
-    def __init__(self, face_ids: Sequence[int], size: int, scratch: Path) -> None:
-        self.size = size
-        self.slot = {fid: i for i, fid in enumerate(sorted(set(face_ids)))}
-        self.missing: set[int] = set()
-        self.crops_written = 0
-        shape = (max(len(self.slot), 1), size, size, 3)
-        self._array = np.memmap(scratch, dtype=np.uint8, mode="w+", shape=shape)
-        self._array[:] = MISSING_GREY
-
-    def __setitem__(self, face_id: int, thumb: npt.NDArray[np.uint8]) -> None:
-        self._array[self.slot[face_id]] = thumb
-
-    def __getitem__(self, face_id: int) -> npt.NDArray[np.uint8]:
-        return np.array(self._array[self.slot[face_id]])
-
-    def close(self) -> None:
-        del self._array
-
-
-@contextmanager
-def render(faces: Sequence[StoredFace], thumb_ids: set[int], crops_dir: Path | None,
-           settings: Settings, size: int, progress: Progress) -> Iterator[Thumbnails]:
-    """Decode every photo holding a wanted face once; fill thumbnails and write crops."""
-    wanted = [f for f in faces if f.face_id in thumb_ids or crops_dir is not None]
-    by_image: dict[int, list[StoredFace]] = {}
-    for f in wanted:
-        by_image.setdefault(f.image_id, []).append(f)
-    if crops_dir is not None:
-        crops_dir.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="faceidx-export-") as tmp:
-        thumbs = Thumbnails(sorted(thumb_ids), size, Path(tmp) / "thumbnails.u8")
+def write_box_crops(sources: FaceSources, crops_dir: Path, settings: Settings,
+                    progress: Progress) -> tuple[int, set[int]]:
+    """crops/face_<id>.jpg for every face in `sources`, decoding each photo once; how many
+    were written and the image ids of photos that could not be read."""
+    crops_dir.mkdir(exist_ok=True)
+    order = np.lexsort((sources.face_ids, sources.image_ids))
+    bounds = np.flatnonzero(np.diff(sources.image_ids[order])) + 1
+    written, unreadable = 0, set()
+    groups = np.split(order, bounds) if len(order) else []
+    progress.start(len(groups), "cutting face crops")
+    for slots in groups:
+        first = int(slots[0])
+        path = sources.paths[first]
+        if path.startswith(SYNTHETIC):
+            progress.advance()
+            continue
         try:
-            progress.start(len(by_image), "cutting faces")
-            for image_id in sorted(by_image):
-                group = by_image[image_id]
-                if group[0].path.startswith(SYNTHETIC):  # no photo behind it: grey cells
-                    thumbs.missing.update(f.face_id for f in group)
-                    progress.advance()
-                    continue
-                try:
-                    rgb = decode(Path(group[0].path), max_pixels=settings.max_image_pixels,
-                                 max_bytes=settings.max_file_bytes)
-                except UnreadableImage as exc:
-                    log.warning("skipping %s: %s (its faces show as grey cells)",
-                                group[0].path, exc.reason)
-                    thumbs.missing.update(f.face_id for f in group)
-                    progress.advance()
-                    continue
-                for f in group:
-                    if f.face_id in thumb_ids:
-                        thumbs[f.face_id] = thumbnail(rgb, f.bbox, size)
-                    if crops_dir is not None:
-                        face_crop(rgb, f.bbox).save(crops_dir / f"face_{f.face_id}.jpg",
-                                                    quality=92)
-                        thumbs.crops_written += 1
-                del rgb
-                progress.advance()
-            yield thumbs
-        finally:
-            thumbs.close()
+            rgb = decode(Path(path), max_pixels=settings.max_image_pixels,
+                         max_bytes=settings.max_file_bytes)
+        except UnreadableImage as exc:
+            log.warning("skipping %s: %s (no crops of its faces)", path, exc.reason)
+            unreadable.add(int(sources.image_ids[first]))
+            progress.advance()
+            continue
+        for slot in slots.tolist():
+            x1, y1, x2, y2 = sources.bboxes[slot].tolist()
+            box_crop(rgb, (x1, y1, x2, y2)).save(
+                crops_dir / f"face_{int(sources.face_ids[slot])}.jpg", quality=92)
+            written += 1
+        del rgb
+        progress.advance()
+    return written, unreadable

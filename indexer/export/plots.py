@@ -127,7 +127,7 @@ def _empty(plt: Any, fig: Any, path: Path, title: str, why: str) -> None:
 
 
 def _sampled_note(data: ExportData, shown: int) -> str:
-    total = len(data.faces)
+    total = data.n_faces
     note = "" if shown == total else f" ({shown} of {total} faces, sampled with a fixed seed)"
     if not data.clusters:
         note += "\nno clusters yet: every face is an outlier (run `faceidx recluster`)"
@@ -141,7 +141,7 @@ def plot_pca(data: ExportData, palette: Palette, path: Path, *, cap: int, seed: 
     plt, fig = _figure(path.name)
     title = f"Faces in 3-D: PCA of the {data.model.dim}-d {data.model.name} embeddings, " \
             "coloured by cluster"
-    n = len(data.faces)
+    n = data.n_faces
     if n < 4:
         _empty(plt, fig, path, title, f"too few faces to plot ({n})")
         return 0
@@ -171,7 +171,7 @@ def plot_tsne(data: ExportData, palette: Palette, path: Path, *, cap: int, seed:
 
     plt, fig = _figure(path.name)
     title = f"Faces in 2-D: t-SNE of the {data.model.name} embeddings, coloured by cluster"
-    n = len(data.faces)
+    n = data.n_faces
     if n < 5:
         _empty(plt, fig, path, title, f"too few faces for t-SNE ({n})")
         return 0
@@ -205,7 +205,7 @@ def plot_sizes(data: ExportData, palette: Palette, path: Path, *, bars: int) -> 
     plt, fig = _figure(path.name)
     if not data.clusters:
         _empty(plt, fig, path, "Cluster sizes",
-               f"no clusters yet: all {len(data.faces)} faces are outliers\n"
+               f"no clusters yet: all {data.n_faces} faces are outliers\n"
                "(run `faceidx recluster`)")
         return
     shown = data.clusters[:bars]
@@ -234,7 +234,7 @@ def plot_sizes(data: ExportData, palette: Palette, path: Path, *, bars: int) -> 
         hist.set_xlabel("cluster size (faces, log scale)")
         hist.set_ylabel("number of clusters")
         hist.set_title(f"sizes of all {len(data.clusters)} clusters")
-    fig.suptitle(f"Cluster sizes: {len(data.faces)} faces, {len(data.clusters)} clusters, "
+    fig.suptitle(f"Cluster sizes: {data.n_faces} faces, {len(data.clusters)} clusters, "
                  f"{data.outliers} outliers", fontsize=14)
     _save(plt, fig, path)
 

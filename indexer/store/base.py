@@ -172,6 +172,18 @@ class StoreBase:
             remove_crops(self.settings.home, removed)
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent state of the catalog (a read transaction), however
+        many queries they take; the connection stays open until the block ends."""
+        con = self._connect()
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        finally:
+            con.execute("ROLLBACK")
+            self._done_with_connection()
+
+    @contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         nested = self._con is not None
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -144,6 +144,55 @@ class FacesMixin:
             return ids, np.zeros((0, dim), dtype=np.float32)
         vectors = np.frombuffer(b"".join(result["embedding"]), dtype=np.float32)
         return ids, vectors.reshape(len(ids), dim).copy()
+
+    def landmark_values(self) -> int:
+        """The most landmark values (x, y per point) any face has; 0 for none."""
+        with self._read() as con:
+            row = con.execute("SELECT max(len(landmarks)) FROM faces").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def embedding_pages(self, page: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                           Matrix]]:
+        """Every face by face id, `page` at a time: face ids, image ids, cluster ids (-1 for
+        none) and embeddings. Memory stays at one page whatever the index holds; read inside
+        `snapshot()` so the pages agree with each other."""
+        after = -1
+        dim = self.model.dim
+        while True:
+            with self._read() as con:
+                result = con.execute(
+                    "SELECT face_id, image_id, coalesce(cluster_id, -1) AS cluster_id, embedding "
+                    "FROM faces WHERE face_id > ? ORDER BY face_id LIMIT ?",
+                    [after, page]).fetchnumpy()
+            ids = np.asarray(result["face_id"], dtype=np.int64)
+            if len(ids) == 0:
+                return
+            vectors = np.frombuffer(b"".join(result["embedding"]), dtype=np.float32)
+            yield (ids, np.asarray(result["image_id"], dtype=np.int64),
+                   np.asarray(result["cluster_id"], dtype=np.int64),
+                   vectors.reshape(len(ids), dim))
+            after = int(ids[-1])
+
+    def face_pages(self, page: int) -> Iterator[tuple[list[StoredFace], list[str | None]]]:
+        """Every face row by face id, `page` at a time, with its photo's content hash (what a
+        face crop is keyed on). Read inside `snapshot()` for one consistent view."""
+        after = -1
+        while True:
+            with self._read() as con:
+                rows = con.execute(
+                    "SELECT f.face_id, f.image_id, i.path, f.x1, f.y1, f.x2, f.y2, f.landmarks, "
+                    "f.det_score, f.cluster_id, f.assign_distance, f.assign_reason, "
+                    "i.content_hash FROM faces f JOIN images i USING (image_id) "
+                    "WHERE f.face_id > ? ORDER BY f.face_id LIMIT ?", [after, page]).fetchall()
+            if not rows:
+                return
+            yield ([StoredFace(face_id=int(r[0]), image_id=int(r[1]), path=str(r[2]),
+                               bbox=(r[3], r[4], r[5], r[6]), landmarks=tuple(r[7] or ()),
+                               score=float(r[8]),
+                               cluster_id=None if r[9] is None else int(r[9]),
+                               assign_distance=r[10], assign_reason=r[11]) for r in rows],
+                   [r[12] for r in rows])
+            after = int(rows[-1][0])
 
     def search(self, vectors: Matrix, k: int) -> list[list[Match]]:
         """For each query vector, the k nearest indexed faces (Euclidean distance)."""
