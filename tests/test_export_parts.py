@@ -13,6 +13,7 @@ import pytest
 from indexer import crops as crops_mod
 from indexer.crops import crop_path
 from indexer.errors import FaceidxError
+from indexer.export import folders as folders_mod
 from indexer.export import images, outdir
 from indexer.export import metrics as metrics_mod
 from indexer.export.data import ClusterInfo, ExportData, folder_name
@@ -193,9 +194,13 @@ def test_a_synthetic_home_exports_paged_with_placeholder_cells(
     build(settings, 700, "dlib", named=2)
     catalog = settings.catalog_path.read_bytes()
     monkeypatch.setattr(export_mod, "PAGE", 64)  # many pages
-    paged = export_mod.export_index(settings, tmp_path / "paged")
+    quick = {"tsne_max_points": 100}  # t-SNE is not what this test is about
+    paged = export_mod.export_index(settings, tmp_path / "paged",
+                                    export_mod.ExportOptions(**quick))
     monkeypatch.setattr(export_mod, "PAGE", 100_000)
-    whole = export_mod.export_index(settings, tmp_path / "whole")
+    monkeypatch.setattr(folders_mod, "GRID_CHUNK", 16)  # grids drawn by two processes
+    whole = export_mod.export_index(settings, tmp_path / "whole",
+                                    export_mod.ExportOptions(grid_workers=2, **quick))
     assert settings.catalog_path.read_bytes() == catalog
     assert paged.grid_faces == whole.grid_faces > 0
     assert paged.placeholder_cells == paged.grid_faces and paged.cells_made == 0
@@ -207,6 +212,9 @@ def test_a_synthetic_home_exports_paged_with_placeholder_cells(
     assert len(lines) == 701 and [int(r.split(",")[1]) for r in lines[1:]] == \
         sorted(int(r.split(",")[1]) for r in lines[1:])
     assert not (settings.home / "crops").exists()  # nothing to crop, nothing cached
+    for report, name in ((paged, "paged"), (whole, "whole")):
+        grids = sorted((tmp_path / name).glob("*/thumbnail_grid.png"))
+        assert len(grids) == report.folders > 16
 
 
 def test_output_folder_rules(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ plots and silhouette work on fixed-seed samples.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..store import Store
 from . import csvs, metrics, outdir, plots
 from .data import OUTLIER, PAGE, ExportData, read
 from .folders import LinkMode, PhotoLinks, groups, write_grids
-from .images import CropCells, FaceSources, write_box_crops
+from .images import FaceSources, write_box_crops
 from .progress import NoProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class ExportOptions:
     """Most faces per grid: the medoid, then a spread from the nearest the centroid to the
     farthest."""
     grid_columns: int = 8
+    grid_workers: int | None = None
+    """Processes drawing grids; None: one per core, at most 4."""
     legend_clusters: int = 20
     """Clusters with their own colour in the scatter plots; the rest share a grey."""
     size_bars: int = 40
@@ -48,8 +51,12 @@ class ExportOptions:
     tree_max_clusters: int = 80
     """A condensed tree with more branches is drawn as a coarser view (bigger branches only)."""
     plot_max_points: int = 20_000
-    tsne_max_points: int = 5_000
+    tsne_max_points: int = 3_000
+    """t-SNE runs on at most this many faces (a uniform fixed-seed sample): its cost is fixed."""
     silhouette_max: int = 10_000
+    """Silhouette (quadratic in faces) on at most this many faces, a fixed-seed sample."""
+    davies_bouldin_max: int = 2_000
+    """Davies-Bouldin averaged over at most this many clusters (each against all of them)."""
     seed: int = 0
 
 
@@ -143,14 +150,16 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
         size_bars=options.size_bars, tree_max_clusters=options.tree_max_clusters,
         seed=options.seed, progress=progress)
     log.info("export: plots done at %.1f s", time.perf_counter() - start)
-    metrics.write(metrics.build(data, silhouette_max=options.silhouette_max, seed=options.seed,
-                                plotted=plotted), out)
+    metrics.write(metrics.build(data, silhouette_max=options.silhouette_max,
+                                davies_bouldin_max=options.davies_bouldin_max,
+                                seed=options.seed, plotted=plotted), out)
     log.info("export: metrics done at %.1f s", time.perf_counter() - start)
-    cells = CropCells(settings, options.thumb_size)
-    write_grids(data, out, grid_groups, sources, cells, columns=options.grid_columns,
-                progress=progress)
+    cells = write_grids(data, out, grid_groups, sources, settings, size=options.thumb_size,
+                        columns=options.grid_columns,
+                        workers=options.grid_workers or min(os.cpu_count() or 1, 4),
+                        progress=progress)
     log.info("export: grids done at %.1f s", time.perf_counter() - start)
-    crops, unreadable_photos = 0, set(cells.counts.unreadable_photos)
+    crops, unreadable_photos = 0, set(cells.unreadable_photos)
     if every is not None:
         crops, unreadable = write_box_crops(every, out / "crops", settings, progress)
         unreadable_photos |= unreadable
@@ -173,8 +182,8 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
         clusters=len(data.clusters), outliers=data.outliers, folders=len(grid_groups),
         links=counts["links"], missing_photos=counts["missing_photos"],
         unreadable_photos=len(unreadable_photos), crops=crops,
-        grid_faces=sum(len(g.rows) for g in grid_groups), cells_cached=cells.counts.cached,
-        cells_made=cells.counts.made, placeholder_cells=cells.counts.placeholders,
+        grid_faces=sum(len(g.rows) for g in grid_groups), cells_cached=cells.cached,
+        cells_made=cells.made, placeholder_cells=cells.placeholders,
         files=files, seconds=round(time.perf_counter() - start, 2), warnings=warnings)
 
 

@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FaceidxError
+from ..settings import Settings
 from ..store import StoredFace
+from ..store.rows import BrowseFace
 from .data import OUTLIER, ExportData
 from .grids import grid_image
-from .images import SYNTHETIC, CropCells, FaceSources
+from .images import SYNTHETIC, CellCounts, CropCells, FaceSources
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -150,15 +152,54 @@ class PhotoLinks:
                 self.counts["links"] += 1
 
 
+GRID_CHUNK = 400
+"""Grids one worker process draws per task."""
+
+
+def _draw(settings: Settings, out: Path, size: int, columns: int,
+          jobs: Sequence[tuple[str, str, str, bool, list[BrowseFace]]]) -> CellCounts:
+    """Draw and save the grids of `jobs` (folder, title, note, medoid framed, faces)."""
+    cells = CropCells(settings, size)
+    for folder, title, note, framed, faces in jobs:
+        grid = grid_image(cells.cells(faces), [str(f.face_id) for f in faces], title, note,
+                          columns=columns, thumb=size, framed_first=framed)
+        grid.save(out / folder / GRID_FILE, compress_level=PNG_COMPRESS_LEVEL)
+    return cells.counts
+
+
 def write_grids(data: ExportData, out: Path, grid_groups: Sequence[Group],
-                sources: FaceSources, cells: CropCells, *, columns: int,
-                progress: Progress) -> None:
-    """Each folder's thumbnail_grid.png, its cells from the face-crop cache."""
+                sources: FaceSources, settings: Settings, *, size: int, columns: int,
+                workers: int, progress: Progress) -> CellCounts:
+    """Each folder's thumbnail_grid.png, its cells from the face-crop cache; drawn by
+    `workers` processes (PNG encoding and cropping are most of an export of a big index)."""
+    def chunks() -> Iterator[list[tuple[str, str, str, bool, list[BrowseFace]]]]:
+        for i in range(0, len(grid_groups), GRID_CHUNK):
+            yield [(g.folder, g.title, g.note, g.cluster_id != OUTLIER,
+                    [sources.face(f) for f in data.face_ids[g.rows].tolist()])
+                   for g in grid_groups[i:i + GRID_CHUNK]]
+
     progress.start(len(grid_groups), "drawing grids")
-    for g in grid_groups:
-        shown = data.face_ids[g.rows].tolist()
-        pictures = cells.cells([sources.face(f) for f in shown])
-        grid = grid_image(pictures, [str(f) for f in shown], g.title, g.note, columns=columns,
-                          thumb=cells.size, framed_first=g.cluster_id != OUTLIER)
-        grid.save(out / g.folder / GRID_FILE, compress_level=PNG_COMPRESS_LEVEL)
-        progress.advance()
+    total = CellCounts()
+    if workers <= 1 or len(grid_groups) <= GRID_CHUNK:
+        for chunk in chunks():
+            total.add(_draw(settings, out, size, columns, chunk))
+            progress.advance(len(chunk))
+        return total
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    # spawn, not fork: the parent has run OpenMP (t-SNE) and BLAS threads
+    with ProcessPoolExecutor(max_workers=workers,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: dict[Future[CellCounts], int] = {}
+        for chunk in chunks():  # a few chunks in flight: their faces are built as needed
+            if len(pending) >= 2 * workers:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    total.add(future.result())
+                    progress.advance(pending.pop(future))
+            pending[pool.submit(_draw, settings, out, size, columns, chunk)] = len(chunk)
+        for future in pending:
+            total.add(future.result())
+            progress.advance(pending[future])
+    return total

@@ -89,6 +89,13 @@ class CellCounts:
     unreadable: int = 0
     unreadable_photos: set[int] = field(default_factory=set)
 
+    def add(self, other: CellCounts) -> None:
+        self.cached += other.cached
+        self.made += other.made
+        self.synthetic += other.synthetic
+        self.unreadable += other.unreadable
+        self.unreadable_photos |= other.unreadable_photos
+
     @property
     def placeholders(self) -> int:
         return self.synthetic + self.unreadable
