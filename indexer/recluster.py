@@ -12,15 +12,16 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from .clustering import ClusterParams, cluster, reconcile
+from .clustering import ClusterParams, ReconcileReport, cluster, reconcile
 from .models import CLUSTER_DISTANCES, distance_scale
 from .settings import Settings
-from .store import ClusterRow, Store
+from .store import ClusterRow, ClusterSnapshot, Store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class ReclusterReport:
     named_kept: int
     faces_moved: int
     seconds: float
+    faces_added_meanwhile: int = 0
+    faces_deleted_meanwhile: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,39 +96,93 @@ def recluster_due(new_faces: int, faces_before: int, seconds_since_last: float,
 
 
 def recluster(store: Store, settings: Settings, algorithm: str | None = None,
-              params: ClusterParams | None = None) -> ReclusterReport:
-    """Cluster every face in the index and write stable cluster ids back."""
+              params: ClusterParams | None = None, *,
+              after_snapshot: Callable[[], None] | None = None) -> ReclusterReport:
+    """Cluster every face in the index and write stable cluster ids back.
+
+    Reads a snapshot, releases the catalog, clusters (the long part: a watch daemon keeps
+    indexing meanwhile), then writes in one transaction that first re-reads the catalog: faces
+    deleted meanwhile stay deleted, corrections made meanwhile (names, moves, rejections,
+    merges, undo) are reconciled again from the state they left, and faces added meanwhile
+    that lost their online person are assigned against the new centroids. `after_snapshot`
+    is called once the catalog is released (tests slow the recluster down with it).
+    """
     start = time.perf_counter()
     algorithm = algorithm or "hdbscan"
     params = params or default_params(store.model.name)
     snap = store.cluster_snapshot()
     store.release()  # let a watch daemon write while we compute
+    if after_snapshot is not None:
+        after_snapshot()
     n = len(snap.face_ids)
     log.info("reclustering %d faces with %s", n, algorithm)
     result = cluster(snap.vectors, algorithm, params, groups=snap.image_ids) if n else None
     labels = result.labels if result is not None else np.zeros(0, dtype=np.int64)
-    row_of = {int(f): i for i, f in enumerate(snap.face_ids.tolist())}
-    pinned = {row_of[f]: c for f, c in snap.pins.items() if f in row_of}
-    rejected = {(row_of[f], c) for f, c in snap.rejected if f in row_of}
-    final, report = reconcile(labels, snap.previous, snap.named, pinned, rejected,
-                              snap.next_cluster_id, vectors=snap.vectors,
-                              groups=snap.image_ids)
-    rows, distances = _cluster_rows(snap.face_ids, snap.vectors, final)
-    store.apply_clustering(snap.face_ids, final, distances, f"recluster ({algorithm})", rows,
-                           keep=snap.named, fresh_from=snap.next_cluster_id)
+    t_cluster = time.perf_counter()
+    plan = _plan(snap, labels, snap.previous, snap.named, snap.pins, snap.rejected,
+                 snap.next_cluster_id, np.ones(n, dtype=bool))
+    with store.transaction() as con:
+        state = store.cluster_state(con)
+        row = np.searchsorted(state.face_ids, snap.face_ids)
+        row = np.minimum(row, max(len(state.face_ids) - 1, 0))
+        alive = (state.face_ids[row] == snap.face_ids) if len(state.face_ids) else \
+            np.zeros(n, dtype=bool)
+        if state.generation != snap.generation or not alive.all():
+            log.info("recluster: %d face(s) deleted and corrections %s since the snapshot; "
+                     "reconciling again", int((~alive).sum()),
+                     "made" if state.generation != snap.generation else "unchanged")
+            previous = np.where(alive, state.cluster_ids[row], -1)
+            plan = _plan(snap, labels, previous, state.named, state.pins, state.rejected,
+                         max(state.next_cluster_id, snap.next_cluster_id), alive)
+        final, rep, rows, distances, previous = plan
+        ids = snap.face_ids[alive]
+        store.write_clustering(con, ids, final, distances, f"recluster ({algorithm})", rows,
+                               keep=state.named | snap.named,
+                               fresh_from=snap.next_cluster_id)
+        in_snapshot = np.isin(state.face_ids, snap.face_ids, assume_unique=True)
+        meanwhile = state.face_ids[~in_snapshot].tolist()
+        orphans = store.unassigned_among(con, meanwhile)
+        if orphans:  # added meanwhile: join the new people (or found new ones) online
+            from .assign import Assigner
+
+            _, vecs = store.embeddings(orphans)
+            Assigner(store, settings, found_people=False).on_faces_added(con, orphans, vecs)
+    t_write = time.perf_counter()
     out = ReclusterReport(
-        algorithm=algorithm, params=result.params if result else {}, faces=n,
-        clusters=len(rows), outliers=int((final < 0).sum()), kept=len(report.kept),
-        new=len(report.new), dissolved=len(report.dissolved),
-        named_kept=len(snap.named), faces_moved=int((final != snap.previous).sum()),
-        seconds=round(time.perf_counter() - start, 3))
+        algorithm=algorithm, params=result.params if result else {}, faces=len(ids),
+        clusters=len(rows), outliers=int((final < 0).sum()), kept=len(rep.kept),
+        new=len(rep.new), dissolved=len(rep.dissolved),
+        named_kept=len(state.named), faces_moved=int((final != previous).sum()),
+        seconds=round(time.perf_counter() - start, 3), faces_added_meanwhile=len(meanwhile),
+        faces_deleted_meanwhile=int((~alive).sum()))
     if result is not None:
         _save_last_run(store, settings, algorithm, result.params, result.condensed_tree,
                        {k: v for k, v in out.to_json().items() if k != "params"})
     log.info("recluster: %d clusters (%d kept, %d new, %d dissolved), %d outliers, "
-             "%d faces moved", out.clusters, out.kept, out.new, out.dissolved, out.outliers,
-             out.faces_moved)
+             "%d faces moved; cluster %.1fs, reconcile and write %.1fs", out.clusters,
+             out.kept, out.new, out.dissolved, out.outliers, out.faces_moved,
+             t_cluster - start, t_write - t_cluster)
     return out
+
+
+_Plan = tuple[np.ndarray, ReconcileReport, list[ClusterRow], np.ndarray, np.ndarray]
+
+
+def _plan(snap: ClusterSnapshot, labels: np.ndarray, previous: np.ndarray, named: set[int],
+          pins: dict[int, int], rejections: set[tuple[int, int]], next_id: int,
+          alive: np.ndarray) -> _Plan:
+    """Reconcile the clustering's labels of the faces still alive with the given corrections:
+    final ids, the report, cluster rows, distances to centroids, and their previous ids."""
+    face_ids = snap.face_ids[alive]
+    vectors = snap.vectors if alive.all() else snap.vectors[alive]
+    prev = previous[alive]
+    row_of = {int(f): i for i, f in enumerate(face_ids.tolist())}
+    pinned = {row_of[f]: c for f, c in pins.items() if f in row_of}
+    rejected = {(row_of[f], c) for f, c in rejections if f in row_of}
+    final, report = reconcile(labels[alive], prev, named, pinned, rejected, next_id,
+                              vectors=vectors, groups=snap.image_ids[alive])
+    rows, distances = _cluster_rows(face_ids, vectors, final)
+    return final, report, rows, distances, prev
 
 
 def _cluster_rows(face_ids: np.ndarray, vectors: np.ndarray, final: np.ndarray

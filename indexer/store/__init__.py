@@ -19,6 +19,7 @@ from .rows import (
     Change,
     ClusterRow,
     ClusterSnapshot,
+    ClusterState,
     Counts,
     NewImage,
     PersonRow,
@@ -33,5 +34,5 @@ class Store(BrowseMixin, HistoryMixin, PeopleMixin, FacesMixin, VectorsMixin, Im
     """DuckDB catalog plus FAISS cache of one index home."""
 
 
-__all__ = ["SCHEMA_VERSION", "Change", "ClusterRow", "ClusterSnapshot", "Counts", "NewImage",
-           "PersonRow", "Store", "StoredFace", "distance_from_ip"]
+__all__ = ["SCHEMA_VERSION", "Change", "ClusterRow", "ClusterSnapshot", "ClusterState", "Counts",
+           "NewImage", "PersonRow", "Store", "StoredFace", "distance_from_ip"]

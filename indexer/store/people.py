@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import Conflict, NotFound
 from .faces import id_filter
-from .rows import ClusterRow, ClusterSnapshot, PersonRow
+from .rows import ClusterRow, ClusterSnapshot, ClusterState, PersonRow
 
 log = logging.getLogger(__name__)
 
@@ -107,72 +107,120 @@ class PeopleMixin:
 
     # -- reclustering: a snapshot in, final ids out
     def cluster_snapshot(self) -> ClusterSnapshot:
-        """Everything a recluster reads, in one consistent read."""
-        ids, vectors = self.embeddings()
-        with self._read() as con:
-            prev = con.execute("SELECT face_id, coalesce(cluster_id, -1) AS cluster_id, "
-                               "image_id FROM faces ORDER BY face_id").fetchnumpy()
-            named = {int(r[0]) for r in con.execute(
-                "SELECT cluster_id FROM people WHERE cluster_id IS NOT NULL").fetchall()}
-            pins = {int(f): int(c) for f, c in con.execute(
-                "SELECT face_id, cluster_id FROM face_pins").fetchall()}
-            rejected = {(int(f), int(c)) for f, c in con.execute(
-                "SELECT face_id, cluster_id FROM face_rejections").fetchall()}
-            row = con.execute("SELECT coalesce(max(cluster_id), 0) + 1 FROM clusters").fetchone()
-        previous = np.asarray(prev["cluster_id"], dtype=np.int64)
-        assert np.array_equal(np.asarray(prev["face_id"], dtype=np.int64), ids)
-        return ClusterSnapshot(face_ids=ids, vectors=vectors, previous=previous, named=named,
-                               pins=pins, rejected=rejected,
-                               image_ids=np.asarray(prev["image_id"], dtype=np.int64),
-                               next_cluster_id=int(row[0]) if row else 1)
+        """Everything a recluster reads, in one consistent read (one transaction)."""
+        with self.transaction() as con:
+            res = con.execute("SELECT face_id, embedding, coalesce(cluster_id, -1) AS cluster_id, "
+                              "image_id FROM faces ORDER BY face_id").fetchnumpy()
+            ids = np.asarray(res.pop("face_id"), dtype=np.int64)
+            blobs = res.pop("embedding")
+            vectors = np.empty((len(ids), self.model.dim), dtype=np.float32)
+            step = 65536  # join the blobs piecewise: no second full copy in memory
+            for start in range(0, len(ids), step):
+                chunk = b"".join(blobs[start:start + step])
+                vectors[start:start + step] = np.frombuffer(chunk, dtype=np.float32).reshape(
+                    -1, vectors.shape[1])
+            del blobs
+            state = self._cluster_corrections(con)
+        return ClusterSnapshot(face_ids=ids, vectors=vectors,
+                               previous=np.asarray(res["cluster_id"], dtype=np.int64),
+                               named=state.named, pins=state.pins, rejected=state.rejected,
+                               image_ids=np.asarray(res["image_id"], dtype=np.int64),
+                               next_cluster_id=state.next_cluster_id,
+                               generation=state.generation)
+
+    def cluster_state(self, con: duckdb.DuckDBPyConnection) -> ClusterState:
+        """Inside a recluster's write transaction: the faces and corrections as they are now
+        (faces deleted, added or corrected since its snapshot show here)."""
+        return self._cluster_corrections(con, with_faces=True)
+
+    def _cluster_corrections(self, con: duckdb.DuckDBPyConnection, *,
+                             with_faces: bool = False) -> ClusterState:
+        faces = np.zeros(0, dtype=np.int64)
+        cids = np.zeros(0, dtype=np.int64)
+        if with_faces:
+            cur = con.execute("SELECT face_id, coalesce(cluster_id, -1) AS c FROM faces "
+                              "ORDER BY face_id").fetchnumpy()
+            faces = np.asarray(cur["face_id"], dtype=np.int64)
+            cids = np.asarray(cur["c"], dtype=np.int64)
+        named = {int(r[0]) for r in con.execute(
+            "SELECT cluster_id FROM people WHERE cluster_id IS NOT NULL").fetchall()}
+        pins = {int(f): int(c) for f, c in con.execute(
+            "SELECT face_id, cluster_id FROM face_pins").fetchall()}
+        rejected = {(int(f), int(c)) for f, c in con.execute(
+            "SELECT face_id, cluster_id FROM face_rejections").fetchall()}
+        row = con.execute("SELECT coalesce(max(cluster_id), 0) + 1 FROM clusters").fetchone()
+        gen = con.execute(
+            "SELECT value FROM meta WHERE key = 'clusters_generation'").fetchone()
+        return ClusterState(face_ids=faces, cluster_ids=cids, named=named, pins=pins,
+                            rejected=rejected, next_cluster_id=int(row[0]) if row else 1,
+                            generation=None if gen is None else str(gen[0]))
 
     def apply_clustering(self, face_ids: np.ndarray, cluster_ids: np.ndarray,
                          distances: np.ndarray, reason: str,
                          clusters: Sequence[ClusterRow], keep: set[int],
                          fresh_from: int | None = None) -> None:
-        """Write a recluster's result in one transaction.
+        """Write a clustering in one transaction (see write_clustering)."""
+        with self.transaction() as con:
+            self.write_clustering(con, face_ids, cluster_ids, distances, reason, clusters,
+                                  keep, fresh_from)
+
+    def write_clustering(self, con: duckdb.DuckDBPyConnection, face_ids: np.ndarray,
+                         cluster_ids: np.ndarray, distances: np.ndarray, reason: str,
+                         clusters: Sequence[ClusterRow], keep: set[int],
+                         fresh_from: int | None = None) -> None:
+        """Write a recluster's result inside the caller's transaction.
 
         Faces not in `face_ids` (added meanwhile) keep their assignment if their cluster still
         exists and is older than the snapshot (id below `fresh_from`: a person founded online
         meanwhile may share its id with one of the recluster's new ones). Cluster rows not in
-        `clusters` are dropped unless in `keep` (named ones).
+        `clusters` are dropped unless in `keep` (named ones). Faces in `face_ids` that were
+        deleted meanwhile stay deleted (rows are only updated, never inserted).
         """
         assigned = np.where(cluster_ids >= 0, cluster_ids, -1).astype(np.int64)
-        with self.transaction() as con:
-            if fresh_from is not None:
-                con.execute(
-                    "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
-                    "assign_reason = 'its online person was replaced by a recluster' "
-                    "WHERE cluster_id >= ? AND face_id NOT IN (SELECT unnest(?))",
-                    [int(fresh_from), face_ids.astype(np.int64).tolist()])
-            con.execute(
-                "UPDATE faces SET cluster_id = CASE WHEN m.c < 0 THEN NULL ELSE m.c END, "
-                "assign_distance = CASE WHEN m.c < 0 THEN NULL ELSE m.d END, "
-                "assign_reason = ? "
-                "FROM (SELECT unnest(?) AS f, unnest(?) AS c, unnest(?) AS d) m "
-                "WHERE faces.face_id = m.f",
-                [reason, face_ids.astype(np.int64).tolist(), assigned.tolist(),
-                 np.asarray(distances, dtype=np.float64).tolist()])
-            live = [c.cluster_id for c in clusters]
-            con.execute("DELETE FROM clusters WHERE cluster_id NOT IN (SELECT unnest(?)) "
-                        "AND cluster_id NOT IN (SELECT unnest(?))", [live, sorted(keep)])
-            con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT unnest(?))", [live])
-            if clusters:  # one bulk insert (executemany costs ~0.1 ms a row)
-                con.execute(
-                    "INSERT INTO clusters (cluster_id, size, centroid, medoid_face_id) "
-                    "SELECT unnest(?), unnest(?), unnest(?), unnest(?)",
-                    [live, [c.size for c in clusters],
-                     [np.asarray(c.centroid, np.float32).tobytes() for c in clusters],
-                     [c.medoid_face_id for c in clusters]])
+        if fresh_from is not None:
             con.execute(
                 "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
-                "assign_reason = 'its cluster was dissolved by a recluster' "
-                "WHERE cluster_id IS NOT NULL AND cluster_id NOT IN "
-                "(SELECT cluster_id FROM clusters)")
+                "assign_reason = 'its online person was replaced by a recluster' "
+                "WHERE cluster_id >= ? AND face_id NOT IN (SELECT unnest(?))",
+                [int(fresh_from), face_ids.astype(np.int64).tolist()])
+        con.execute(
+            "UPDATE faces SET cluster_id = CASE WHEN m.c < 0 THEN NULL ELSE m.c END, "
+            "assign_distance = CASE WHEN m.c < 0 THEN NULL ELSE m.d END, "
+            "assign_reason = ? "
+            "FROM (SELECT unnest(?) AS f, unnest(?) AS c, unnest(?) AS d) m "
+            "WHERE faces.face_id = m.f",
+            [reason, face_ids.astype(np.int64).tolist(), assigned.tolist(),
+             np.asarray(distances, dtype=np.float64).tolist()])
+        live = [c.cluster_id for c in clusters]
+        con.execute("DELETE FROM clusters WHERE cluster_id NOT IN (SELECT unnest(?)) "
+                    "AND cluster_id NOT IN (SELECT unnest(?))", [live, sorted(keep)])
+        con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT unnest(?))", [live])
+        if clusters:  # one bulk insert (executemany costs ~0.1 ms a row)
             con.execute(
-                "UPDATE clusters SET size = (SELECT count(*) FROM faces f "
-                "WHERE f.cluster_id = clusters.cluster_id)")
-            self._bump_generation(con)
+                "INSERT INTO clusters (cluster_id, size, centroid, medoid_face_id) "
+                "SELECT unnest(?), unnest(?), unnest(?), unnest(?)",
+                [live, [c.size for c in clusters],
+                 [np.asarray(c.centroid, np.float32).tobytes() for c in clusters],
+                 [c.medoid_face_id for c in clusters]])
+        con.execute(
+            "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
+            "assign_reason = 'its cluster was dissolved by a recluster' "
+            "WHERE cluster_id IS NOT NULL AND cluster_id NOT IN "
+            "(SELECT cluster_id FROM clusters)")
+        con.execute(
+            "UPDATE clusters SET size = (SELECT count(*) FROM faces f "
+            "WHERE f.cluster_id = clusters.cluster_id)")
+        self._bump_generation(con)
+
+    def unassigned_among(self, con: duckdb.DuckDBPyConnection,
+                         face_ids: Sequence[int]) -> list[int]:
+        """Those of `face_ids` that exist and have no cluster (inside a transaction)."""
+        if not face_ids:
+            return []
+        where, params = id_filter("face_id", face_ids)
+        return [int(r[0]) for r in con.execute(
+            f"SELECT face_id FROM faces WHERE cluster_id IS NULL AND {where} ORDER BY face_id",
+            params).fetchall()]
 
     def people(self, limit: int | None = None) -> list[PersonRow]:
         """Every cluster (named first, then by size; the first `limit`) with its size, name

@@ -53,6 +53,21 @@ class ClusterSnapshot:
     rejected: set[tuple[int, int]]  # (face_id, cluster_id)
     next_cluster_id: int
     image_ids: np.ndarray  # photo per face: faces of one photo never share a cluster
+    generation: str | None = None  # meta clusters_generation: corrections change it
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What a recluster re-reads inside its write transaction: every face now in the catalog
+    (sorted) with its cluster id (-1 for none), and the corrections as they are now."""
+
+    face_ids: np.ndarray
+    cluster_ids: np.ndarray
+    named: set[int]
+    pins: dict[int, int]
+    rejected: set[tuple[int, int]]
+    next_cluster_id: int
+    generation: str | None
 
 
 @dataclass(frozen=True)
