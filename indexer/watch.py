@@ -11,12 +11,14 @@
    size and mtime have stayed put for `settings.watch_settle` seconds (a half-copied file is
    never looked at, so it is never recorded as broken);
 4. assigns each new face online (indexer.assign), lets faces left over found new people
-   (indexer.online), and reclusters the whole index once it grew by `recluster_growth` or by
-   `recluster_every` faces, at most once per `recluster_interval` seconds
-   (indexer.recluster.recluster_due), between batches, while events keep queueing in the
-   observer's thread;
+   (indexer.online), and once the index grew by `recluster_growth` or by `recluster_every`
+   faces (at most once per `recluster_interval` seconds, indexer.recluster.recluster_due)
+   starts a full recluster BESIDE ingest, in a child process by default
+   (indexer.watch_recluster): indexing and online assignment go on meanwhile, and the
+   recluster's one write transaction reconciles what happened meanwhile;
 5. on `stop()` (SIGINT/SIGTERM in the CLI) finishes the batch in hand, applies queued moves and
-   deletions, saves FAISS, releases the lock and returns.
+   deletions, ends a recluster in progress (its result is not written), saves FAISS, releases
+   the lock and returns.
 
 A run killed at any point leaves a consistent catalog (each batch is one transaction); the next
 run's catch-up completes the work and readers repair the FAISS file from the catalog.
@@ -28,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +54,12 @@ from .watch_events import (
     Watching,
     describe,
 )
+from .watch_recluster import BackgroundRecluster, Outcome, Recluster, default_recluster
 
 log = logging.getLogger(__name__)
 
 GENERATION_KEY = "clusters_generation"
 """Meta key a recluster or a user's correction changes; the daemon then reloads centroids."""
-
-Recluster = Callable[[Store, Settings], Any]
 
 IDLE_WAIT = 1.0
 """Longest sleep of the loop when nothing is queued (stop and timers are checked this often)."""
@@ -66,13 +67,6 @@ LOCK_INFO_EVERY = 1.0
 """Seconds between updates of the queue size that `faceidx status` shows."""
 RETRY_AFTER = 5.0
 """Seconds before a batch that failed unexpectedly (e.g. catalog busy too long) is retried."""
-
-
-def default_recluster(store: Store, settings: Settings) -> Any:
-    """The full recluster of indexer.recluster (imported when first needed)."""
-    from .recluster import recluster  # type: ignore[import-not-found,unused-ignore]
-
-    return recluster(store, settings)
 
 
 @dataclass
@@ -103,14 +97,19 @@ class WatchDaemon:
     def __init__(self, settings: Settings, model: FaceModel, roots: Sequence[Path | str], *,
                  recluster: Recluster | None = default_recluster,
                  observer_factory: ObserverFactory | None = None,
-                 polling: bool = False, progress: Progress | None = None) -> None:
+                 polling: bool = False, progress: Progress | None = None,
+                 recluster_in_process: bool | None = None) -> None:
         self.settings = settings
         self.progress = progress
         """Told the catch-up's file count, then each batch of it indexed (stderr in the CLI)."""
         self._catch_up_left = 0
         self.model = model
         self.roots = resolve_roots(roots)
-        self.recluster_fn = recluster
+        self._recluster = None if recluster is None else BackgroundRecluster(
+            recluster, settings, in_process=_picklable(recluster) if recluster_in_process is None
+            else recluster_in_process)
+        self.recluster_done = threading.Event()
+        """Set each time a background recluster ended (tests wait on it)."""
         self.observer_factory = observer_factory
         self.polling = polling
         self.report = WatchReport()
@@ -168,6 +167,8 @@ class WatchDaemon:
                     self._indexer = indexer
                     self._run_loop()
             finally:
+                if self._recluster is not None:
+                    self._recluster.stop()
                 if self._watching is not None:
                     self._watching.stop()
                 store.close()  # saves the FAISS file
@@ -449,38 +450,59 @@ class WatchDaemon:
 
     # ------------------------------------------------------------------ recluster
     def _maybe_recluster(self) -> None:
-        """Recluster when the index grew enough (see indexer.recluster.recluster_due)."""
-        if self.recluster_fn is None or self._faces_since_recluster == 0:
+        """Start a background recluster when the index grew enough (see
+        indexer.recluster.recluster_due); take in its result once it ended. Indexing goes on
+        meanwhile: faces that arrive are assigned online and reconciled by its write."""
+        runner = self._recluster
+        if runner is None:
+            return
+        if runner.running:
+            outcome = runner.poll()
+            if outcome is not None:
+                self._recluster_ended(outcome)
+            return
+        if self._faces_since_recluster == 0:
             return
         from .recluster import recluster_due
 
-        s = self.settings
         drained = not self._pending and not len(self._ops)
         why = recluster_due(self._faces_since_recluster, self._faces_at_recluster,
-                            time.monotonic() - self._last_recluster, s, drained=drained)
+                            time.monotonic() - self._last_recluster, self.settings,
+                            drained=drained)
         if why is None or self._stop.is_set():
             return
-        assert self._store is not None
-        log.info("reclustering: %s", why)
-        self._update_lock(force=True, state="reclustering")
-        started = time.monotonic()
-        try:
-            result = self.recluster_fn(self._store, s)
-            self.report.reclusters += 1
-            log.info("recluster done in %.1f s%s", time.monotonic() - started,
-                     f": {result}" if result is not None else "")
-        except ImportError as exc:
-            log.warning("periodic recluster is not available (%s); run `faceidx recluster` "
-                        "yourself", exc)
-            self.recluster_fn = None
-        except Exception:
-            log.exception("periodic recluster failed; will try again later")
-            self.report.recluster_errors += 1
+        log.info("reclustering in the background (%s): %s",
+                 "child process" if runner.in_process else "thread", why)
         self._faces_at_recluster += self._faces_since_recluster
-        self._faces_since_recluster = 0
+        self._faces_since_recluster = 0  # faces from now on count towards the next one
+        runner.start()
+        self._update_lock(force=True)
+
+    def _recluster_ended(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.report.reclusters += 1
+            log.info("recluster done in %.1f s%s", outcome.seconds,
+                     f": {outcome.summary}" if outcome.summary else "")
+        elif outcome.import_error:
+            log.warning("periodic recluster is not available (%s); run `faceidx recluster` "
+                        "yourself", outcome.summary)
+            self._recluster = None
+        else:
+            log.error("periodic recluster failed (%s); will try again later", outcome.summary)
+            self.report.recluster_errors += 1
         self._last_recluster = time.monotonic()
         self._reload_assigner()
         self._update_lock(force=True)
+        self.recluster_done.set()
+
+    @property
+    def recluster_running(self) -> bool:
+        return self._recluster is not None and self._recluster.running
+
+    @property
+    def recluster_pid(self) -> int | None:
+        """The recluster child's process id while one runs."""
+        return None if self._recluster is None else self._recluster.pid
 
     # ------------------------------------------------------------------ bookkeeping
     def _save_faiss(self) -> None:
@@ -490,10 +512,12 @@ class WatchDaemon:
         except OSError:
             log.exception("could not save the FAISS index (readers rebuild it from the catalog)")
 
-    def _update_lock(self, *, force: bool = False, state: str = "watching") -> None:
-        """Tell `faceidx status` how many files wait, when the queue size changed."""
+    def _update_lock(self, *, force: bool = False) -> None:
+        """Tell `faceidx status` how many files wait (and whether a recluster runs), when that
+        changed."""
         if self._lock is None:
             return
+        state = "watching; reclustering in the background" if self.recluster_running else "watching"
         queued = self.queued
         now = time.monotonic()
         changed = (queued, state) != self._lock_info
@@ -507,6 +531,17 @@ class WatchDaemon:
             log.debug("could not update the lock info file", exc_info=True)
         self._lock_info = (queued, state)
         self._lock_info_at = now
+
+
+def _picklable(fn: Any) -> bool:
+    """Whether `fn` can run in a spawned child (a module-level function can; a closure not)."""
+    import pickle
+
+    try:
+        pickle.dumps(fn)
+    except Exception:  # noqa: BLE001 - any failure means: run it on a thread
+        return False
+    return True
 
 
 def _stat(path: str) -> tuple[int | None, float | None]:

@@ -34,11 +34,18 @@ class KnnGraph:
 
 @dataclass(frozen=True)
 class KnnConfig:
-    """How to search. Flat (exact) search up to `exact_max_faces`, IVF above it."""
+    """How to search. Flat (exact) search up to `exact_max_faces`, IVF above it.
 
-    exact_max_faces: int = 200_000
+    The flat search costs N^2 (66% of a recluster at 100k faces when it ran up to 200k); above
+    20k faces the spanning tree is approximate anyway (HdbscanConfig.exact_max_faces), so the
+    kNN search turns approximate there too. Its neighbour recall against exact search is
+    measured by `neighbour_recall` (scripts/bench_recluster.py prints it)."""
+
+    exact_max_faces: int = 20_000
     ivf_lists_per_sqrt_n: float = 4.0
     ivf_nprobe: int = 16
+    ivf_train_per_list: int = 32  # training vectors per list (faiss warns below 39; fine here)
+    ivf_train_iterations: int = 10
     # Above exact_max_faces the scan is memory-bound: 8-bit scalar-quantised codes read a quarter
     # of the bytes of float32 ones. Only which neighbours are found depends on it; their
     # distances are recomputed from the float32 vectors (pair_distances).
@@ -66,23 +73,35 @@ def make_index(x: Embeddings, config: KnnConfig, seed: int = 0) -> tuple[faiss.I
     else:
         ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_L2)
     rng = np.random.default_rng(seed)
-    train = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+    train = x[np.sort(rng.choice(n, size=min(n, config.ivf_train_per_list * nlist),
+                                 replace=False))]
     logger.info("training IVF index: %d lists on %d vectors", nlist, len(train))
+    ivf.cp.niter = config.ivf_train_iterations
+    ivf.cp.min_points_per_centroid = 1
     ivf.train(train)
+    del train
     ivf.add(x)
     ivf.nprobe = config.ivf_nprobe
     return ivf, False
 
 
 def pair_distances(
-    x: Embeddings, rows: NDArray[np.int64], cols: NDArray[np.int64], chunk: int = 1 << 20
+    x: Embeddings,
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    chunk: int = 1 << 20,
+    *,
+    double: bool = True,
 ) -> NDArray[np.float64]:
-    """Euclidean distances between x[rows[i]] and x[cols[i]] in float64 (like sklearn's trees)."""
+    """Euclidean distances between x[rows[i]] and x[cols[i]], computed in float64 (like
+    sklearn's trees) or, with double=False, in float32 (faster; for approximate graphs)."""
     out = np.empty(len(rows), dtype=np.float64)
     step = max(1, chunk // max(1, x.shape[1]))
     for start in range(0, len(rows), step):
-        a = x[rows[start : start + step]].astype(np.float64)
-        b = x[cols[start : start + step]].astype(np.float64)
+        a = x[rows[start : start + step]]
+        b = x[cols[start : start + step]]
+        if double:
+            a, b = a.astype(np.float64), b.astype(np.float64)
         diff = a - b
         out[start : start + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
@@ -114,7 +133,7 @@ def build_knn(x: Embeddings, k: int, config: KnnConfig | None = None, seed: int 
     nbrs = np.where(valid, nbrs, -1)
     dist = np.full(nbrs.shape, np.inf)
     r, c = np.nonzero(valid)
-    dist[r, c] = pair_distances(x, r.astype(np.int64), nbrs[r, c])
+    dist[r, c] = pair_distances(x, r.astype(np.int64), nbrs[r, c], double=exact)
     # Re-sort by the double-precision distances so that ties and float32 noise do not matter.
     order = np.argsort(dist, axis=1, kind="stable")
     return KnnGraph(
@@ -122,3 +141,26 @@ def build_knn(x: Embeddings, k: int, config: KnnConfig | None = None, seed: int 
         distances=np.take_along_axis(dist, order, axis=1),
         exact=exact,
     )
+
+
+def neighbour_recall(
+    x: NDArray[np.floating], graph: KnnGraph, sample: int = 2000, seed: int = 0
+) -> float:
+    """Share of the true k nearest other points that `graph` found, over `sample` random
+    points (exact search for those points only)."""
+    x = as_float32(x)
+    n = x.shape[0]
+    if n < 2 or graph.k == 0:
+        return 1.0
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    _, idx = index.search(x[rows], graph.k + 1)
+    found = 0
+    total = 0
+    for i, r in enumerate(rows.tolist()):
+        truth = [j for j in idx[i].tolist() if j != r and j >= 0][: graph.k]
+        got = set(graph.indices[r].tolist())
+        found += sum(1 for j in truth if j in got)
+        total += len(truth)
+    return found / max(total, 1)

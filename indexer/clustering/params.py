@@ -49,7 +49,7 @@ class ClusterParams:
     # Exact spanning tree (labels equal the hdbscan library's) up to this many faces; above,
     # components with no kNN edge out are joined approximately (ARI ~0.99 vs exact at 20k).
     exact_max_faces: int = 20_000
-    knn_exact_max_faces: int = 200_000  # exhaustive kNN search up to this, FAISS IVF above
+    knn_exact_max_faces: int = 20_000  # exhaustive kNN search up to this, FAISS IVF above
     # --- DBSCAN ---
     dbscan_eps: float = 0.32
     dbscan_min_samples: int = 2  # counting the point itself, as sklearn

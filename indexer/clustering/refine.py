@@ -101,6 +101,23 @@ def attach_outliers(
     return out, int(has.sum())
 
 
+def _centroids(x: Embeddings, groups: list[NDArray[np.int64]],
+               block: int = 1 << 16) -> NDArray[np.float64]:
+    """Mean vector of each group, summed in float64 a block of about `block` faces at a time."""
+    sizes = np.asarray([len(g) for g in groups], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    cents = np.empty((len(groups), x.shape[1]), dtype=np.float64)
+    i = 0
+    while i < len(groups):
+        j = max(i + 1, int(np.searchsorted(ends, ends[i] - sizes[i] + block, side="right")))
+        idx = np.concatenate(groups[i:j])
+        starts = np.concatenate([[0], np.cumsum(sizes[i : j - 1])])
+        sums = np.add.reduceat(x[idx], starts, axis=0, dtype=np.float64)
+        cents[i:j] = sums / sizes[i:j, None]
+        i = j
+    return cents
+
+
 def merge_close_clusters(
     x: Embeddings, labels: Labels, distance: float, photos: Groups | None = None
 ) -> tuple[Labels, int]:
@@ -111,7 +128,7 @@ def merge_close_clusters(
     groups = _groups(labels)
     if len(groups) < 2:
         return labels.copy(), 0
-    cents = np.stack([x[g].astype(np.float64).mean(axis=0) for g in groups])
+    cents = _centroids(x, groups)
     sq = (cents**2).sum(axis=1)
     rows: list[NDArray[np.int64]] = []
     cols: list[NDArray[np.int64]] = []

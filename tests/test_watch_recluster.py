@@ -1,0 +1,177 @@
+"""The watch daemon's recluster runs beside ingest, in a child process: a real watchdog observer,
+real photos, the real dlib model and the real recluster, held back between its snapshot and
+its write so that photos, a deletion and corrections arrive while it runs.
+
+The daemon runs on a thread of this process; the recluster in a spawned child, which must open
+the catalog itself, so this test reads the catalog only briefly (a connection held open here
+would keep the child out)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from indexer import corrections
+from indexer.recluster import recluster
+from indexer.settings import Settings
+from indexer.store import Store
+from indexer.store.vectors import persisted_ids
+from indexer.watch import WatchDaemon
+from tests.conftest import lfw_identities
+
+TIMEOUT = 180.0
+GATE = "recluster.gate-open"
+SNAPSHOTTED = "recluster.snapshotted"
+T = TypeVar("T")
+
+
+def gated_recluster(store: Store, settings: Settings) -> Any:
+    """The real recluster, waiting after its snapshot until the test opens the gate (a file:
+    this runs in the daemon's child process)."""
+
+    def hold() -> None:
+        (settings.home / SNAPSHOTTED).touch()
+        deadline = time.monotonic() + TIMEOUT
+        while not (settings.home / GATE).exists():
+            assert time.monotonic() < deadline, "the test never opened the gate"
+            time.sleep(0.1)
+
+    return recluster(store, settings, after_snapshot=hold)
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.2)
+
+
+def peek(settings: Settings, read: Callable[[Store], T]) -> T:
+    """Read the catalog and close it again at once."""
+    store = Store.open(settings, keep_open=True)
+    try:
+        return read(store)
+    finally:
+        store.close(save=False)
+
+
+@contextmanager
+def running(daemon: WatchDaemon) -> Iterator[WatchDaemon]:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="watch-daemon", daemon=True)
+    thread.start()
+    wait_for(lambda: daemon.ready.is_set() or bool(errors), "the daemon to start")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), "the daemon did not stop"
+    if errors:
+        raise errors[0]
+
+
+def largest_face(store: Store) -> dict[str, Any]:
+    """The main face of each photo by file name (LFW photos have other faces at the border)."""
+    out: dict[str, Any] = {}
+    def area(f: Any) -> float:
+        return float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+
+    for face in sorted(store.faces(), key=area):
+        out[Path(face.path).name] = face
+    return out
+
+
+def test_a_batch_is_indexed_and_searchable_while_a_recluster_runs(
+        settings: Settings, dlib_model: Any, faces_dir: Path, tmp_path: Path) -> None:
+    ids = lfw_identities(faces_dir, min_images=8, count=3)
+    (_, a), (_, b), (_, c) = list(ids.items())[:3]
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    for photo in a[:4] + b[:4]:
+        shutil.copy2(photo, folder)
+    quick = replace(settings, watch_settle=0.5, watch_debounce=0.1, batch_size=8,
+                    recluster_every=1, recluster_growth=0, recluster_interval=0)
+    (quick.home / GATE).parent.mkdir(parents=True, exist_ok=True)
+    (quick.home / GATE).touch()  # the first recluster runs straight through
+    daemon = WatchDaemon(quick, dlib_model, [folder], recluster=gated_recluster)
+    with running(daemon):
+        wait_for(lambda: daemon.report.reclusters == 1 and daemon.idle.is_set()
+                 and not daemon.recluster_running, "the first recluster")
+        first = peek(quick, largest_face)
+        (cluster_b,) = {first[p.name].cluster_id for p in b[:4]}
+        assert cluster_b is not None
+
+        # Hold the second recluster between its snapshot and its write.
+        (quick.home / GATE).unlink()
+        (quick.home / SNAPSHOTTED).unlink(missing_ok=True)
+        shutil.copy2(a[4], folder)
+        wait_for(lambda: (quick.home / SNAPSHOTTED).exists(), "the second recluster's snapshot")
+        child = daemon.recluster_pid
+        assert child is not None and child != os.getpid(), "the recluster runs in a child"
+
+        # Meanwhile: a batch (a known face and a stranger), a deletion and two corrections.
+        shutil.copy2(b[4], folder)
+        shutil.copy2(c[0], folder)
+        wait_for(lambda: peek(quick, lambda s: s.counts().images) == 11 and daemon.idle.is_set(),
+                 "the batch copied during the recluster")
+        assert daemon.recluster_running and daemon.recluster_pid == child
+        now = peek(quick, largest_face)
+        newcomer = now[b[4].name]
+        assert newcomer.cluster_id == cluster_b, "not assigned online during the recluster"
+        vec = peek(quick, lambda s: s.embeddings([newcomer.face_id])[1])
+        hits = peek(quick, lambda s: s.search(vec, 1))
+        assert hits[0][0].face_id == newcomer.face_id, "the new face is not searchable"
+        gone = now[a[0].name]
+        os.remove(folder / a[0].name)  # in the recluster's snapshot, deleted meanwhile
+        wait_for(lambda: peek(quick, lambda s: s.counts().images) == 10, "the deletion")
+        corrections.rename(quick, cluster_b, "Bea")
+        rejected = now[b[1].name]
+        corrections.reject(quick, [rejected.face_id], cluster_b)
+        assert daemon.recluster_running, f"the recluster ended early: {daemon.report}"
+
+        (quick.home / GATE).touch()
+        wait_for(lambda: daemon.report.reclusters == 2 and not daemon.recluster_running,
+                 "the second recluster to write")
+        wait_for(lambda: daemon.idle.is_set(), "the daemon to settle")
+
+    store = Store.open(quick)
+    try:
+        faces = store.faces()
+        face_ids = {f.face_id for f in faces}
+        assert gone.face_id not in face_ids, "a face deleted meanwhile came back"
+        assert len(faces) == len(face_ids)
+        assert {Path(f.path).name for f in faces} == {p.name for p in a[1:5] + b[:5] + c[:1]}
+        named = {p.name: p for p in store.people() if p.name}
+        assert named["Bea"].cluster_id == cluster_b, "the name given meanwhile was lost"
+        final = largest_face(store)
+        assert final[b[4].name].cluster_id == cluster_b, "the face added meanwhile lost its person"
+        assert final[b[1].name].cluster_id != cluster_b, "the rejection made meanwhile was lost"
+        # Cluster sizes are the faces in them, and every assigned face has its cluster.
+        sizes = dict(zip(*store.centroids()[::2], strict=True))
+        held: dict[int, int] = {}
+        for f in faces:
+            if f.cluster_id is not None:
+                held[f.cluster_id] = held.get(f.cluster_id, 0) + 1
+        assert {k: v for k, v in sizes.items() if v} == held
+        in_faiss = persisted_ids(quick.faiss_path, store.model.dim).tolist()
+        assert sorted(in_faiss) == sorted(face_ids), "FAISS and the catalog disagree"
+        assert np.isfinite(store.embeddings()[1]).all()
+    finally:
+        store.close(save=False)
