@@ -98,20 +98,22 @@ def test_condensed_tree_is_the_librarys_format(faces):
     assert plot_tree.to_numpy().shape == out.condensed_tree.shape
 
 
-def test_ivf_knn_finds_the_near_neighbours_and_keeps_the_labels(faces):
-    # Above KnnConfig.exact_max_faces (20k by default) the kNN search is IVF; forced here on
-    # 2,500 faces. Its neighbours within the attach distance (those clustering joins) are all
-    # but found, and the labels stay those of exact HDBSCAN up to a few border faces.
+def test_ivf_knn_finds_the_near_neighbours(faces):
+    # Above KnnConfig.exact_max_faces (20k by default) the kNN graph comes from the batched IVF
+    # search and the spanning tree is approximate (HdbscanConfig.exact_max_faces); both forced
+    # here on 2,500 faces with the default list count and probes. The neighbours within the
+    # attach distance (those clustering joins) are all but all found. Labels move against
+    # exact HDBSCAN on these synthetic faces (isotropic noise: many near-equal far neighbours):
+    # measured ARI 0.89, against 0.98 for the approximate tree on the exact graph.
     from indexer.clustering.knn import KnnConfig, neighbour_recall
 
     x = faces.embeddings
     exact = build_knn(x, 24)
-    approx = build_knn(x, 24, KnnConfig(exact_max_faces=100, ivf_lists_per_sqrt_n=1.0,
-                                        ivf_nprobe=16))
+    approx = build_knn(x, 24, KnnConfig(exact_max_faces=100))
     assert exact.exact and not approx.exact
     assert neighbour_recall(x, exact, 500) == 1.0
-    assert neighbour_recall(x, approx, 500, within=0.33) >= 0.98
-    config = HdbscanConfig(min_cluster_size=2, min_samples=1)
-    ref = fast_hdbscan(x, config, knn=exact).labels
-    ours = fast_hdbscan(x, config, knn=approx).labels
-    assert adjusted_rand_score(ref, ours) >= 0.98
+    assert neighbour_recall(x, approx, 500, within=0.33) >= 0.99
+    ref = fast_hdbscan(x, HdbscanConfig(min_cluster_size=2, min_samples=1), knn=exact).labels
+    scaled = HdbscanConfig(min_cluster_size=2, min_samples=1, exact_max_faces=100)
+    ours = fast_hdbscan(x, scaled, knn=approx).labels
+    assert adjusted_rand_score(ref, ours) >= 0.85

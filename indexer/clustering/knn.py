@@ -43,13 +43,9 @@ class KnnConfig:
 
     exact_max_faces: int = 20_000
     ivf_lists_per_sqrt_n: float = 4.0
-    ivf_nprobe: int = 16
-    ivf_train_per_list: int = 32  # training vectors per list (faiss warns below 39; fine here)
-    ivf_train_iterations: int = 10
-    # Above exact_max_faces the scan is memory-bound: 8-bit scalar-quantised codes read a quarter
-    # of the bytes of float32 ones. Only which neighbours are found depends on it; their
-    # distances are recomputed from the float32 vectors (pair_distances).
-    ivf_scalar_quantizer: bool = True
+    ivf_nprobe: int = 16  # lists searched per list (batched_ivf_search)
+    ivf_train_per_list: int = 16  # k-means training vectors per list
+    ivf_train_iterations: int = 6
     batch_size: int = 8192
 
 
@@ -57,32 +53,54 @@ def as_float32(x: NDArray[np.floating]) -> Embeddings:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def make_index(x: Embeddings, config: KnnConfig, seed: int = 0) -> tuple[faiss.Index, bool]:
-    """An L2 index over `x`: flat if small enough, else trained IVF-Flat. Returns (index, exact)."""
+def coarse_lists(
+    x: Embeddings, config: KnnConfig, seed: int = 0
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """k-means lists over `x`: (points sorted by list, each list's start in that order, and
+    each list's `ivf_nprobe` nearest lists, itself first)."""
     n, dim = x.shape
-    if n <= config.exact_max_faces:
-        index: faiss.Index = faiss.IndexFlatL2(dim)
-        index.add(x)
-        return index, True
-    nlist = int(config.ivf_lists_per_sqrt_n * np.sqrt(n))
-    quantizer = faiss.IndexFlatL2(dim)
-    ivf: faiss.Index
-    if config.ivf_scalar_quantizer:
-        ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist,
-                                            faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
-    else:
-        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_L2)
+    nlist = max(1, min(n, int(config.ivf_lists_per_sqrt_n * np.sqrt(n))))
     rng = np.random.default_rng(seed)
     train = x[np.sort(rng.choice(n, size=min(n, config.ivf_train_per_list * nlist),
                                  replace=False))]
-    logger.info("training IVF index: %d lists on %d vectors", nlist, len(train))
-    ivf.cp.niter = config.ivf_train_iterations
-    ivf.cp.min_points_per_centroid = 1
-    ivf.train(train)
+    logger.info("k-means: %d lists on %d vectors", nlist, len(train))
+    km = faiss.Kmeans(dim, nlist, niter=config.ivf_train_iterations, seed=seed,
+                      min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+    km.train(train)
     del train
-    ivf.add(x)
-    ivf.nprobe = config.ivf_nprobe
-    return ivf, False
+    assign = np.empty(n, dtype=np.int64)
+    for start in range(0, n, config.batch_size):
+        _, a = km.index.search(x[start : start + config.batch_size], 1)
+        assign[start : start + config.batch_size] = a[:, 0]
+    _, near = km.index.search(km.centroids, min(config.ivf_nprobe, nlist))
+    order = np.argsort(assign, kind="stable")
+    bounds = np.searchsorted(assign[order], np.arange(nlist + 1))
+    return order, bounds, near.astype(np.int64)
+
+
+def batched_ivf_search(x: Embeddings, want: int, config: KnnConfig,
+                       seed: int = 0) -> NDArray[np.int64]:
+    """Approximate `want` nearest points (self included) of every point, a list at a time:
+    the points of one k-means list against every point of its `ivf_nprobe` nearest lists, as
+    one matrix product (BLAS), so the cost is N * nprobe * N / nlist multiply-adds at matrix
+    speed instead of one scan per query."""
+    n = x.shape[0]
+    order, bounds, near = coarse_lists(x, config, seed)
+    sq = np.einsum("ij,ij->i", x, x)
+    out = np.full((n, want), -1, dtype=np.int64)
+    for lst in range(len(bounds) - 1):
+        q = order[bounds[lst] : bounds[lst + 1]]
+        if len(q) == 0:
+            continue
+        cand = np.concatenate([order[bounds[m] : bounds[m + 1]] for m in near[lst] if m >= 0])
+        d2 = x[q] @ x[cand].T
+        d2 *= -2.0
+        d2 += sq[cand][None, :]  # + |q|^2 is the same along a row: not needed to rank
+        kk = min(want, len(cand))
+        part = np.argpartition(d2, kk - 1, axis=1)[:, :kk] if kk < len(cand) else \
+            np.broadcast_to(np.arange(len(cand)), (len(q), len(cand)))
+        out[q, :kk] = cand[part]
+    return out
 
 
 def pair_distances(
@@ -113,12 +131,18 @@ def build_knn(x: Embeddings, k: int, config: KnnConfig | None = None, seed: int 
     x = as_float32(x)
     n = x.shape[0]
     k = max(1, min(k, n - 1)) if n > 1 else 1
-    index, exact = make_index(x, config, seed)
     want = min(n, k + 1)
-    raw = np.empty((n, want), dtype=np.int64)
-    for start in range(0, n, config.batch_size):
-        _, idx = index.search(x[start : start + config.batch_size], want)
-        raw[start : start + config.batch_size] = idx
+    exact = n <= config.exact_max_faces
+    if exact:
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(x)
+        raw = np.empty((n, want), dtype=np.int64)
+        for start in range(0, n, config.batch_size):
+            _, idx = index.search(x[start : start + config.batch_size], want)
+            raw[start : start + config.batch_size] = idx
+        del index
+    else:
+        raw = batched_ivf_search(x, want, config, seed)
     # Drop self (normally column 0, but exact duplicates may shuffle it) and keep k columns.
     rows = np.arange(n)[:, None]
     is_self = raw == rows
