@@ -67,7 +67,11 @@ def _run(fn: Recluster, settings: Settings) -> tuple[bool, str, bool]:
 
 
 def _child(fn: Recluster, settings: Settings, conn: Any) -> None:
-    """Entry point of the recluster process: log to stderr like the daemon, send the outcome."""
+    """Entry point of the recluster process: log to stderr like the daemon, send the outcome.
+    Ctrl-C reaches the whole process group: the daemon decides when this child stops."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s recluster: %(message)s")
     conn.send(_run(fn, settings))
     conn.close()
