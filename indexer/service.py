@@ -152,14 +152,20 @@ def query_rgb(settings: Settings, rgb: Any, k: int, *,
     import numpy as np
 
     vectors = np.stack([f.embedding for f in faces]).astype(np.float32)
-    store = open_for_reading(settings)
-    try:
-        results = store.search(vectors, k)
-        verdicts = _verdicts(store, settings, vectors)
-    finally:
-        store.close(save=False)
+    results, verdicts = match_vectors(settings, vectors, k)
     return [QueryFace(bbox=f.bbox, matches=m, verdict=v)
             for f, m, v in zip(faces, results, verdicts, strict=True)]
+
+
+def match_vectors(settings: Settings, vectors: Any, k: int
+                  ) -> tuple[list[list[Match]], list[Verdict | None]]:
+    """What `query` does after the model: the k most similar faces and the nearest person of
+    each query vector (scripts/bench_scale.py times it as the command's own overhead)."""
+    store = open_for_reading(settings)
+    try:
+        return store.search(vectors, k), _verdicts(store, settings, vectors)
+    finally:
+        store.close(save=False)
 
 
 def _verdicts(store: Store, settings: Settings, vectors: Any) -> list[Verdict | None]:

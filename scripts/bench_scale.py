@@ -1,25 +1,33 @@
 """Every figure of issue 11's table at 10k, 100k and 1M synthetic faces, in one run.
 
-    uv run python scripts/bench_scale.py --root /tmp/faceidx_scale [--sizes 10000,100000,1000000]
-        [--model dlib] [--recluster-max 100000] [--export-max 100000]
+    uv run python scripts/bench_scale.py --root /tmp/faceidx_scale \
+        [--sizes 10000,100000,1000000] [--model dlib] [--copy-from 1000000=/work/homes/HOME] \
+        [--skip recluster,export] [--recluster-max N] [--export-max N]
 
-Homes are built with scripts/synthetic_home.py's code (`<root>/<model>_<N>`) or reused when they
-exist. Per size it prints: cold `faceidx status`, `people`, `history` and `name` (wall seconds
-of a fresh process each); `faceidx recluster` and `faceidx export` (wall seconds and peak RSS,
-skipped above --recluster-max / --export-max); FAISS search per query face and recall@10
-against an exact scan; the `query` command's overhead beyond the model (a fresh process that
-opens the index and searches one face); store writes (faces/s, 10k faces added in batches of
-1,000 and then removed again). The last table gives each figure's growth per 10x faces.
-Other processes share the machine: figures are wall clock on it as it is, and each also in
-CPU seconds (`*_cpu_*`), which crowding inflates far less.
+Homes are `<root>/<model>_<N>`: reused when they exist, else copied from `--copy-from N=DIR`
+(a home built before, left as it is), else built with scripts/synthetic_home.py's code. The
+project's own sources are byte-compiled first, as a user's Python does on its first run (this
+environment sets PYTHONDONTWRITEBYTECODE; `uv sync` compiles site-packages, see pyproject).
+Per size it prints: cold `faceidx status`, `people`, `history` and `name` (wall and CPU
+seconds of a fresh process through the `faceidx` entry point, best of two); FAISS search per
+query face and recall@10 against an exact scan (200 queries near stored faces, one thread);
+the `query` command's own overhead beyond the model (a fresh process: the command's imports,
+opening the index, searching one face and judging its nearest person, as `query` does after
+the model); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
+`faceidx recluster` and `faceidx export` (wall, CPU, peak RSS; skipped above --recluster-max /
+--export-max). `--skip` leaves out any of: light, search, query, writes, recluster, export.
+The last table gives each figure's growth per 10x faces. Figures are wall clock on the
+machine as it is, each also in CPU seconds (`*_cpu_*`), which crowding inflates far less.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -33,22 +41,21 @@ from indexer.synthetic_home import build
 from indexer.types import FaceResult
 
 REPO = Path(__file__).resolve().parent.parent
-FACEIDX = [sys.executable, "-c", "import sys; from cli.app import main; sys.argv[0] = "
-           "'faceidx'; main()"]
+FACEIDX = [sys.executable, "-c", "import sys; from cli.fastpath import main; "
+           "sys.argv[0] = 'faceidx'; main()"]  # the `faceidx` entry point (pyproject)
 QUERY_PROBE = """
 import sys, time
 t0 = time.perf_counter()
+import cli.app  # the query command's imports (its model aside)
 import numpy as np
-from indexer import settings as settings_mod
-from indexer.store import Store
-settings = settings_mod.load({"home": sys.argv[1]})
+from indexer import service, settings as settings_mod
 q = np.load(sys.argv[2])
-with Store.open(settings, read_only=True) as store:
-    t1 = time.perf_counter()
-    store.search(q[:1], 10)
-    t2 = time.perf_counter()
+t1 = time.perf_counter()
+service.match_vectors(settings_mod.load({"home": sys.argv[1]}), q[:1], 10)
+t2 = time.perf_counter()
 print(f"{t2 - t0:.3f} {t2 - t1:.3f}")
 """
+PARTS = ("light", "search", "query", "writes", "recluster", "export")
 
 
 def run(cmd: list[str], home: Path) -> tuple[float, float, float | None, str]:
@@ -109,6 +116,7 @@ def measure_search(home: Path, n_queries: int = 200) -> dict[str, float]:
         t0 = time.perf_counter()
         index = store.faiss_index()
         load = time.perf_counter() - t0
+        index.search(queries[:20], 10)  # map the pages a first query would read
         got = []
         t0, c0 = time.perf_counter(), time.process_time()
         for q in queries:
@@ -122,49 +130,83 @@ def measure_search(home: Path, n_queries: int = 200) -> dict[str, float]:
                             for g, t in zip(got, exact, strict=True)]))
     np.save(home / "bench_queries.npy", queries[:5])
     return {"faiss_load_s": load, "search_ms": per_query * 1000,
-            "search_cpu_ms": cpu_per_query * 1000, "recall10": recall}
+            "search_cpu_ms": cpu_per_query * 1000, "recall10": recall,
+            "nprobe": float(index.nprobe) if index.is_ivf else 0.0}
+
+
+def home_for(root: Path, n: int, model: str, copy_from: dict[int, Path]) -> tuple[Path, dict]:
+    """The home of n faces: reused, copied from a home built before, or built now."""
+    home = root / f"{model}_{n}"
+    fig: dict[str, float] = {}
+    settings = settings_mod.load({"home": home})
+    if settings.catalog_path.exists():
+        return home, fig
+    if n in copy_from:
+        t0 = time.perf_counter()
+        shutil.copytree(copy_from[n], home)
+        print(f"[{n}] copied {copy_from[n]} to {home} in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        return home, fig
+    t0 = time.perf_counter()
+    report = build(settings, n, model)
+    fig["build_s"] = time.perf_counter() - t0
+    fig["build_faces_per_s"] = report.faces_per_second
+    print(f"[{n}] built {home} in {fig['build_s']:.0f} s "
+          f"({report.faces_per_second} faces/s through the store)", flush=True)
+    return home, fig
 
 
 def bench_size(root: Path, n: int, model: str, args: argparse.Namespace) -> dict[str, float]:
-    home = root / f"{model}_{n}"
-    settings = settings_mod.load({"home": home})
-    fig: dict[str, float] = {}
-    if not settings.catalog_path.exists():
-        t0 = time.perf_counter()
-        report = build(settings, n, model)
-        fig["build_s"] = time.perf_counter() - t0
-        fig["build_faces_per_s"] = report.faces_per_second
-        print(f"[{n}] built {home} in {fig['build_s']:.0f} s "
-              f"({report.faces_per_second} faces/s)", flush=True)
-    for name, cmd in (("status_s", ["status"]), ("people_s", ["people"]),
-                      ("history_s", ["history"]),
-                      ("name_s", ["name", "Synthetic Person 1", "Synthetic Person 1"])):
-        best = min((run(FACEIDX + cmd, home)[:2] for _ in range(2)), key=lambda r: r[0])
-        fig[name], fig[name.replace("_s", "_cpu_s")] = best
-        print(f"[{n}] {cmd[0]}: {best[0]:.2f} s wall, {best[1]:.2f} s CPU", flush=True)
-    fig.update(measure_search(home))
-    print(f"[{n}] search {fig['search_ms']:.2f} ms/query ({fig['search_cpu_ms']:.2f} CPU), "
-          f"recall@10 {fig['recall10']:.3f}, "
-          f"index load {fig['faiss_load_s']:.2f} s", flush=True)
-    probe = run([sys.executable, "-c", QUERY_PROBE, str(home), str(home / "bench_queries.npy")],
-                home)[3].split()
-    fig["query_overhead_s"], fig["query_in_process_s"] = float(probe[0]), float(probe[1])
-    print(f"[{n}] query overhead beyond the model: {fig['query_overhead_s']:.2f} s "
-          f"(open + search in process {fig['query_in_process_s']:.2f} s)", flush=True)
-    fig["writes_faces_per_s"], fig["writes_faces_per_cpu_s"] = measure_writes(home)
-    print(f"[{n}] store writes: {fig['writes_faces_per_s']:.0f} faces/s "
-          f"({fig['writes_faces_per_cpu_s']:.0f} per CPU second)", flush=True)
-    if n <= args.recluster_max:
+    home, fig = home_for(root, n, model, args.copy_from)
+    skip = args.skip
+    if "light" not in skip:
+        for name, cmd in (("status_s", ["status"]), ("people_s", ["people"]),
+                          ("history_s", ["history"]),
+                          ("name_s", ["name", "Synthetic Person 1", "Synthetic Person 1"])):
+            best = min((run(FACEIDX + cmd, home)[:2] for _ in range(2)), key=lambda r: r[0])
+            fig[name], fig[name.replace("_s", "_cpu_s")] = best
+            print(f"[{n}] {cmd[0]}: {best[0]:.2f} s wall, {best[1]:.2f} s CPU", flush=True)
+    if "search" not in skip or "query" not in skip:
+        fig.update(measure_search(home))
+        print(f"[{n}] search {fig['search_ms']:.2f} ms/query ({fig['search_cpu_ms']:.2f} CPU), "
+              f"recall@10 {fig['recall10']:.3f} (nprobe {fig['nprobe']:.0f}; 0: exact), "
+              f"index load {fig['faiss_load_s']:.2f} s", flush=True)
+    if "query" not in skip:
+        probes = [run([sys.executable, "-c", QUERY_PROBE, str(home),
+                       str(home / "bench_queries.npy")], home) for _ in range(2)]
+        wall, cpu, _, out = min(probes, key=lambda r: r[0])
+        fig["query_overhead_s"], fig["query_overhead_cpu_s"] = float(out.split()[0]), cpu
+        fig["query_in_process_s"] = float(out.split()[1])
+        print(f"[{n}] query overhead beyond the model: {fig['query_overhead_s']:.2f} s "
+              f"({cpu:.2f} s CPU for the whole process; opening the index, searching and "
+              f"judging in process {fig['query_in_process_s']:.2f} s)", flush=True)
+    if "writes" not in skip:
+        fig["writes_faces_per_s"], fig["writes_faces_per_cpu_s"] = measure_writes(home)
+        print(f"[{n}] store writes: {fig['writes_faces_per_s']:.0f} faces/s "
+              f"({fig['writes_faces_per_cpu_s']:.0f} per CPU second)", flush=True)
+    if "recluster" not in skip and n <= args.recluster_max:
         fig["recluster_s"], fig["recluster_cpu_s"], fig["recluster_mb"], _ = run(
             FACEIDX + ["recluster"], home)
-        print(f"[{n}] recluster: {fig['recluster_s']:.1f} s, {fig['recluster_mb']:.0f} MB",
-              flush=True)
-    if n <= args.export_max:
+        print(f"[{n}] recluster: {fig['recluster_s']:.1f} s, {fig['recluster_cpu_s']:.1f} s "
+              f"CPU, {fig['recluster_mb']:.0f} MB", flush=True)
+    if "export" not in skip and n <= args.export_max:
         out = root / f"export_{model}_{n}"
+        shutil.rmtree(out, ignore_errors=True)
         fig["export_s"], fig["export_cpu_s"], fig["export_mb"], _ = run(
             FACEIDX + ["export", str(out)], home)
-        print(f"[{n}] export: {fig['export_s']:.1f} s, {fig['export_mb']:.0f} MB", flush=True)
+        print(f"[{n}] export: {fig['export_s']:.1f} s, {fig['export_cpu_s']:.1f} s CPU, "
+              f"{fig['export_mb']:.0f} MB", flush=True)
     return fig
+
+
+def compile_sources() -> None:
+    """Byte-compile indexer/, cli/ and web/ the way a user's Python does on its first run."""
+    t0 = time.perf_counter()
+    for package in ("indexer", "cli", "web"):
+        compileall.compile_dir(REPO / package, quiet=1)
+    print(f"byte-compiled the project's sources ({time.perf_counter() - t0:.1f} s); "
+          "site-packages come compiled from `uv sync` (compile-bytecode in pyproject)",
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,9 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--model", default="dlib")
-    ap.add_argument("--recluster-max", type=int, default=100_000)
-    ap.add_argument("--export-max", type=int, default=100_000)
+    ap.add_argument("--recluster-max", type=int, default=1_000_000)
+    ap.add_argument("--export-max", type=int, default=1_000_000)
+    ap.add_argument("--copy-from", action="append", default=[], metavar="N=DIR",
+                    help="start the home of N faces as a copy of DIR (a home built before)")
+    ap.add_argument("--skip", default="", help=f"comma-separated parts to leave out: "
+                    f"{', '.join(PARTS)}")
     args = ap.parse_args(argv)
+    args.skip = {p for p in args.skip.split(",") if p}
+    if args.skip - set(PARTS):
+        ap.error(f"unknown part(s) {', '.join(sorted(args.skip - set(PARTS)))}")
+    args.copy_from = {int(item.split("=", 1)[0]): Path(item.split("=", 1)[1])
+                      for item in args.copy_from}
+    compile_sources()
+    started = time.perf_counter()
     args.root.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     figures = {n: bench_size(args.root, n, args.model, args) for n in sizes}
@@ -188,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(key.ljust(21) + "".join(f"{v:>14.3f}" if v is not None else f"{'-':>14}"
                                       for v in row) + "   " + ", ".join(growth))
     print(json.dumps({str(n): f for n, f in figures.items()}))
+    print(f"bench_scale: {time.perf_counter() - started:.0f} s in all")
     return 0
 
 
