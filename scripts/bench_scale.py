@@ -175,8 +175,11 @@ def bench_size(root: Path, n: int, model: str, args: argparse.Namespace) -> dict
         probes = [run([sys.executable, "-c", QUERY_PROBE, str(home),
                        str(home / "bench_queries.npy")], home) for _ in range(2)]
         wall, cpu, _, out = min(probes, key=lambda r: r[0])
-        fig["query_overhead_s"], fig["query_overhead_cpu_s"] = float(out.split()[0]), cpu
-        fig["query_in_process_s"] = float(out.split()[1])
+        found = re.findall(r"^([0-9.]+) ([0-9.]+)$", out, re.M)
+        if not found:
+            raise RuntimeError(f"the query probe printed no timing: {out[-500:]!r}")
+        fig["query_overhead_s"], fig["query_overhead_cpu_s"] = float(found[-1][0]), cpu
+        fig["query_in_process_s"] = float(found[-1][1])
         print(f"[{n}] query overhead beyond the model: {fig['query_overhead_s']:.2f} s "
               f"({cpu:.2f} s CPU for the whole process; opening the index, searching and "
               f"judging in process {fig['query_in_process_s']:.2f} s)", flush=True)
