@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -200,6 +201,9 @@ def run(command: str, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("faceidx: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `faceidx people | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
