@@ -166,11 +166,18 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+class _Echo:
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return batch
+
+
 def warm_up(analyzer: RayAnalyzer) -> None:
-    """Ray Data's one-off start in this process (its executor, its first tasks), which every
+    """Ray Data's one-off start in this process and on this Ray (its executor, its first tasks,
+    the helper actors it creates once per Ray instance for actor pools), which every
     `faceidx index --ray` pays once: counted with Ray's start-up, not with the first mode run."""
-    analyzer._ray.data.range(4, override_num_blocks=2).map_batches(
-        lambda batch: batch).materialize()
+    ray = analyzer._ray
+    ray.data.range(4, override_num_blocks=2).map_batches(
+        _Echo, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0).materialize()
 
 
 if __name__ == "__main__":
