@@ -67,7 +67,7 @@ class FaceSources:
             self.image_ids[slot] = face.image_id
             self.bboxes[slot] = face.bbox
             self.paths[slot] = face.path
-            self.hashes[slot] = hashes[i]
+            self.hashes[slot] = None if face.path.startswith(SYNTHETIC) else hashes[i]
 
     def path(self, face_id: int) -> str:
         return self.paths[int(np.searchsorted(self.face_ids, face_id))]

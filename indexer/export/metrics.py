@@ -20,23 +20,25 @@ CHUNK = 50_000
 """Faces per block in the streaming cluster statistics (bounds their float64 copies)."""
 
 
-def _cluster_stats(x: np.ndarray, inverse: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """Per cluster: size, mean (float64), summed squared and summed plain distance of its
-    members to that mean; in blocks of CHUNK faces, never a float64 copy of every vector."""
+def _cluster_stats(vectors: np.ndarray, rows: np.ndarray, inverse: np.ndarray,
+                   k: int) -> tuple[np.ndarray, ...]:
+    """Per cluster: size, mean (float64), summed squared and summed plain distance to that
+    mean of its members (`rows` of `vectors`, in cluster `inverse`); in blocks of CHUNK
+    faces, never a copy of every vector."""
     from scipy.sparse import csr_matrix
 
     sizes = np.bincount(inverse, minlength=k)
-    sums = np.zeros((k, x.shape[1]))
-    for s in range(0, len(x), CHUNK):
+    sums = np.zeros((k, vectors.shape[1]))
+    for s in range(0, len(rows), CHUNK):
         block = inverse[s:s + CHUNK]
         member = csr_matrix((np.ones(len(block)), (block, np.arange(len(block)))),
                             shape=(k, len(block)))
-        sums += member @ x[s:s + CHUNK].astype(np.float64)
+        sums += member @ vectors[rows[s:s + CHUNK]].astype(np.float64)
     means = sums / sizes[:, None]
     sq, plain = np.zeros(k), np.zeros(k)
-    for s in range(0, len(x), CHUNK):
+    for s in range(0, len(rows), CHUNK):
         block = inverse[s:s + CHUNK]
-        d2 = ((x[s:s + CHUNK].astype(np.float64) - means[block]) ** 2).sum(axis=1)
+        d2 = ((vectors[rows[s:s + CHUNK]].astype(np.float64) - means[block]) ** 2).sum(axis=1)
         sq += np.bincount(block, weights=d2, minlength=k)
         plain += np.bincount(block, weights=np.sqrt(d2), minlength=k)
     return sizes, means, sq, plain
@@ -94,8 +96,7 @@ def scores(data: ExportData, *, silhouette_max: int, seed: int,
         out["note"] = (f"not computed: these scores need at least 2 clusters and more faces "
                        f"than clusters ({k} clusters, {len(rows)} faces in them)")
         return out
-    x = data.vectors[rows]
-    sizes, means, sq, plain = _cluster_stats(x, inverse, k)
+    sizes, means, sq, plain = _cluster_stats(data.vectors, rows, inverse, k)
     out["calinski_harabasz"] = _round(calinski_harabasz(sizes, means, sq))
     picked = sample_rows(k, davies_bouldin_max, seed)
     out["davies_bouldin"] = _round(davies_bouldin(sizes, means, plain, picked))
@@ -103,7 +104,8 @@ def scores(data: ExportData, *, silhouette_max: int, seed: int,
         out["davies_bouldin_clusters_sampled"] = int(len(picked))
     pick = sample_rows(len(rows), silhouette_max, seed)
     if len(np.unique(labels[pick])) >= 2 and len(pick) > len(np.unique(labels[pick])):
-        out["silhouette"] = _round(silhouette_score(x[pick].astype(np.float64), labels[pick],
+        out["silhouette"] = _round(silhouette_score(data.vectors[rows[pick]].astype(np.float64),
+                                                    labels[pick],
                                                     metric="euclidean"))
     if len(pick) < len(rows):
         out["silhouette_sampled"] = int(len(pick))
