@@ -49,11 +49,16 @@ def export_once(home: Path, out: Path) -> dict[str, float | int | str]:
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS and CPU
     wall = time.perf_counter() - start
     stdout, stderr = log_out.read_text(), log_err.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"export of {home} failed (see {log_err}):\n{stderr[-2000:]}")
+    start_json = stdout.find("{\n")
+    if start_json < 0:
+        raise SystemExit(f"export of {home} printed no JSON report (see {log_out})")
+    if start_json:
+        print(f"(export printed before its report: {stdout[:start_json][:300]!r})")
+    report, _ = json.JSONDecoder().raw_decode(stdout[start_json:])
     log_out.unlink()
     log_err.unlink()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"export of {home} failed:\n{stderr[-2000:]}")
-    report = json.loads(stdout)
     if _digest(home / "catalog.duckdb") != before:
         raise SystemExit(f"export changed {home / 'catalog.duckdb'}")
     return {"home": str(home), "faces": report["faces"], "clusters": report["clusters"],
