@@ -18,6 +18,10 @@ def _round(v: float) -> float:
 
 CHUNK = 50_000
 """Faces per block in the streaming cluster statistics (bounds their float64 copies)."""
+BLOCK_VALUES = 4_000_000
+"""Cluster pairs per block of the Davies-Bouldin distances (float64: 32 MB a temporary)."""
+SKLEARN_WORKING_MB = 64
+"""sklearn's working memory for the silhouette's distance chunks (its default is 1 GB)."""
 
 
 def _cluster_stats(vectors: np.ndarray, rows: np.ndarray, inverse: np.ndarray,
@@ -62,13 +66,14 @@ def davies_bouldin(sizes: np.ndarray, means: np.ndarray, plain: np.ndarray,
         return 0.0
     squares = (means ** 2).sum(axis=1)
     worst = np.empty(len(rows))
-    for s in range(0, len(rows), 500):
-        block = rows[s:s + 500]
+    step = max(1, BLOCK_VALUES // len(means))  # rows per block: about 32 MB per temporary
+    for s in range(0, len(rows), step):
+        block = rows[s:s + step]
         d2 = squares[block, None] + squares[None, :] - 2.0 * (means[block] @ means.T)
         d2[np.arange(len(block)), block] = 0.0  # itself: exactly 0, skipped below
         d = np.sqrt(np.clip(d2, 0.0, None), out=d2)
         d[d == 0] = np.inf
-        worst[s:s + 500] = ((spread[block, None] + spread[None, :]) / d).max(axis=1)
+        worst[s:s + step] = ((spread[block, None] + spread[None, :]) / d).max(axis=1)
     return float(worst.mean())
 
 
@@ -82,6 +87,7 @@ def scores(data: ExportData, *, silhouette_max: int, seed: int,
     other: above `davies_bouldin_max` clusters it is averaged over a fixed-seed sample of
     clusters (each still compared with all), and says so.
     """
+    from sklearn import config_context
     from sklearn.metrics import silhouette_score
 
     rows = np.flatnonzero(data.labels != OUTLIER)
@@ -104,9 +110,9 @@ def scores(data: ExportData, *, silhouette_max: int, seed: int,
         out["davies_bouldin_clusters_sampled"] = int(len(picked))
     pick = sample_rows(len(rows), silhouette_max, seed)
     if len(np.unique(labels[pick])) >= 2 and len(pick) > len(np.unique(labels[pick])):
-        out["silhouette"] = _round(silhouette_score(data.vectors[rows[pick]].astype(np.float64),
-                                                    labels[pick],
-                                                    metric="euclidean"))
+        with config_context(working_memory=SKLEARN_WORKING_MB):
+            out["silhouette"] = _round(silhouette_score(
+                data.vectors[rows[pick]].astype(np.float64), labels[pick], metric="euclidean"))
     if len(pick) < len(rows):
         out["silhouette_sampled"] = int(len(pick))
     return out
