@@ -125,6 +125,15 @@ def downscaled_photo(settings: Settings, photo: PhotoRow, max_side: int) -> byte
     return out.getvalue()
 
 
+
+def decode_face_photo(settings: Settings, face: BrowseFace) -> Image.Image:
+    """The catalog photo a face is in, decoded (NotFound when it is gone, changed or unreadable)."""
+    raw = read_catalog_photo(settings, face.path, face.content_hash)
+    try:
+        return Image.fromarray(decode_raw(raw, max_pixels=settings.max_image_pixels))
+    except UnreadableImage as exc:
+        raise NotFound(str(exc)) from exc
+
 class CropCache:
     """Makes face crops on first request (every face of that photo at once) and keeps the
     cache under settings.crop_cache_mb, dropping the oldest crops first."""
@@ -174,12 +183,7 @@ class CropCache:
         missing = [f for f in faces if not crop_path(home, f).exists()]
         if not missing:
             return 0
-        first = missing[0]
-        raw = read_catalog_photo(self.settings, first.path, first.content_hash)
-        try:
-            rgb = Image.fromarray(decode_raw(raw, max_pixels=self.settings.max_image_pixels))
-        except UnreadableImage as exc:
-            raise NotFound(str(exc)) from exc
+        rgb = decode_face_photo(self.settings, missing[0])
         for face in missing:
             target = crop_path(home, face)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from ..crops import CropCache, crop_path, face_crop, read_catalog_photo
+from ..crops import CropCache, crop_path, decode_face_photo, face_crop
 from ..errors import NotFound, UnreadableImage
-from ..imageio import decode, decode_raw
+from ..imageio import decode
 from ..settings import Settings
 from ..store import StoredFace
 from ..store.rows import BrowseFace
@@ -136,12 +136,7 @@ class CropCells:
                 log.warning("cannot write the face-crop cache in %s (%s); export makes its "
                             "crops in memory", home, exc)
                 self._cache_writable = False
-        first = group[0]
-        raw = read_catalog_photo(self.settings, first.path, first.content_hash)
-        try:
-            rgb = Image.fromarray(decode_raw(raw, max_pixels=self.settings.max_image_pixels))
-        except UnreadableImage as exc:
-            raise NotFound(str(exc)) from exc
+        rgb = decode_face_photo(self.settings, group[0])
         return {f.face_id: self._cell(face_crop(rgb, f.bbox, self.settings.crop_size))
                 for f in group}
 
