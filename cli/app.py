@@ -137,7 +137,8 @@ def query(
         for m in face.matches:
             who = m.person or (f"cluster {m.cluster_id}" if m.cluster_id not in (None, -1)
                                else "unassigned")
-            typer.echo(f"  {m.distance:.3f}  face {m.face_id:<6} {who:<20} {m.path}")
+            mark = "  (this photo: left out of the verdict)" if m.this_photo else ""
+            typer.echo(f"  {m.distance:.3f}  face {m.face_id:<6} {who:<20} {m.path}{mark}")
             if m.assign_reason:
                 dist = "" if m.assign_distance is None else \
                     f"; {m.assign_distance:.3f} from its centroid"

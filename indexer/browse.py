@@ -1,6 +1,8 @@
 """Read use cases behind the web app's pages: people, a person's faces, unassigned faces grouped
-by the person they may be, and a photo with its faces. Each opens the catalog for one request and
-closes it, so it works beside the watch daemon (which writes between its batches)."""
+by the person they may be, and a photo with its faces. Each takes a `Source`: the request's
+Reader (one attachment of the catalog for the whole page, see indexer/reading.py) or Settings
+(it opens the catalog for itself and closes it), so it works beside the watch daemon (which
+writes between its batches)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BadInput, NotFound
-from .service import open_for_reading
+from .reading import Source, reading, settings_of
 from .settings import Settings
 from .store.rows import BrowseFace, BrowsePerson, Change, PhotoRow
 
@@ -66,19 +68,11 @@ class PhotoPage:
 
 
 def catalog_version(settings: Settings) -> tuple[int, ...]:
-    """Changes whenever the catalog does: the size, mtime and inode of the DuckDB file and its
-    write-ahead log (every commit appends to the log; a checkpoint rewrites the file). A reader
-    can keep what it read until this changes, without opening the catalog to find out."""
-    out: list[int] = []
-    for path in (settings.catalog_path, settings.catalog_path.with_name(
-            settings.catalog_path.name + ".wal")):
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            out += [0, 0, 0]
-            continue
-        out += [st.st_size, st.st_mtime_ns, st.st_ino]
-    return tuple(out)
+    """Changes whenever the catalog does (every commit), read without opening it: a reader
+    can keep what it read until this changes (indexer.store.attach.change_stamp)."""
+    from .store.attach import change_stamp
+
+    return change_stamp(settings.catalog_path)
 
 
 def check_page(offset: int, limit: int) -> None:
@@ -88,65 +82,67 @@ def check_page(offset: int, limit: int) -> None:
         raise BadInput(f"limit {limit} is outside 1..{MAX_PAGE}")
 
 
-def people_page(settings: Settings, query: str | None = None, offset: int = 0,
+def people_page(source: Source, query: str | None = None, offset: int = 0,
                 limit: int = 100) -> PeoplePage:
     """People, named first then largest; `query` filters by name (or cluster id)."""
     check_page(offset, limit)
     query = (query or "").strip()
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         people, total = store.people_page(query or None, offset, limit)
     return PeoplePage(people=people, total=total, offset=offset, limit=limit, query=query)
 
 
-def person_page(settings: Settings, cluster_id: int, offset: int = 0,
+def person_page(source: Source, cluster_id: int, offset: int = 0,
                 limit: int = 120) -> PersonPage:
     """One person and a page of their faces; NotFound for an unknown id."""
     check_page(offset, limit)
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         person = store.person(cluster_id)
         faces = store.person_faces(cluster_id, offset, limit)
     return PersonPage(person=person, faces=faces, offset=offset, limit=limit)
 
 
-def resolve_person(settings: Settings, ref: str) -> int:
+def resolve_person(source: Source, ref: str) -> int:
     """A person's cluster id from its id or name (as the CLI takes them)."""
     ref = ref.strip()
     if not ref:
         raise BadInput("no person given: type a name or a cluster id")
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         return store.cluster_id_for(ref)
 
 
-def faces(settings: Settings, face_ids: list[int]) -> list[BrowseFace]:
+def faces(source: Source, face_ids: list[int]) -> list[BrowseFace]:
     """These faces with their photos and people; NotFound names an id the catalog lacks."""
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         found = store.browse_faces(face_ids)
     missing = sorted(set(face_ids) - {f.face_id for f in found})
     if missing:
-        raise NotFound(f"no face {', '.join(map(str, missing[:5]))} in {settings.home}")
+        raise NotFound(f"no face {', '.join(map(str, missing[:5]))} in "
+                       f"{settings_of(source).home}")
     return found
 
 
-def faces_present(settings: Settings, face_ids: list[int]) -> list[BrowseFace]:
+def faces_present(source: Source, face_ids: list[int]) -> list[BrowseFace]:
     """Those of these faces the catalog still holds."""
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         return store.browse_faces(face_ids)
 
 
-def named_people(settings: Settings) -> list[BrowsePerson]:
+def named_people(source: Source) -> list[BrowsePerson]:
     """Every named person (for "move to…" choices)."""
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         return store.named_people(MAX_PAGE)
 
 
-def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
+def unassigned(source: Source, limit: int = 400) -> UnassignedPage:
     """The newest unassigned faces, grouped by their nearest person when within
     settings.suggest_distance of that person's centroid (never a person the user ruled out)."""
     from .assign import threshold_for
     from .store import distance_from_ip
 
     check_page(0, limit)
-    with open_for_reading(settings) as store:
+    settings = settings_of(source)
+    with reading(source) as store:
         same_person = threshold_for(store.model.name, settings)
         distance = settings.suggest_distance
         if distance is None:
@@ -186,20 +182,20 @@ def unassigned(settings: Settings, limit: int = 400) -> UnassignedPage:
                           tick=round(min(distance, TICK_FACTOR * same_person), 3))
 
 
-def recent_changes(settings: Settings, limit: int = 20) -> list[Change]:
+def recent_changes(source: Source, limit: int = 20) -> list[Change]:
     """The newest corrections, read without taking the catalog for writing."""
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         return store.recent_changes(limit)
 
 
-def last_undoable(settings: Settings) -> Change | None:
+def last_undoable(source: Source) -> Change | None:
     """The correction an Undo would take back now, if any."""
-    return next((c for c in recent_changes(settings) if not c.undone and c.kind != "undo"),
+    return next((c for c in recent_changes(source) if not c.undone and c.kind != "undo"),
                 None)
 
 
-def photo_page(settings: Settings, image_id: int) -> PhotoPage:
-    with open_for_reading(settings) as store:
+def photo_page(source: Source, image_id: int) -> PhotoPage:
+    with reading(source) as store:
         photo, faces = store.photo(image_id)
     if photo.status != "ok":
         raise NotFound(f"photo {image_id} ({photo.path}) could not be indexed: {photo.error}")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import BadInput, Conflict
+from .reading import Source, reading
 from .settings import Settings
 from .store import Change, Store
 
@@ -67,8 +68,9 @@ def rename(settings: Settings, cluster_ref: int | str, name: str) -> Change:
             "name", summary, lambda con: store.name_cluster(con, cid, name), clusters=[cid])
 
 
-def merge_preview(settings: Settings, into: int, other: int) -> MergePreview:
-    with _writer(settings) as store:
+def merge_preview(source: Source, into: int, other: int) -> MergePreview:
+    """What merge(into, other) would do, read without taking the catalog for writing."""
+    with reading(source) as store:
         return _preview(store, into, other)
 
 

@@ -102,6 +102,8 @@ MIGRATIONS: list[Migration] = [
     ("0003_history", _history),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+HISTORY_SINCE = [name for name, _ in MIGRATIONS].index("0003_history") + 1
+"""The schema version from which the catalog has its history table."""
 
 
 def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import IndexNotFound, ModelMismatch, UnreadableImage
+from .reading import Source, reading, settings_of
 from .settings import Settings
 from .store import Store
 from .types import BBox, Match, ModelInfo
@@ -104,27 +105,33 @@ def query_image(settings: Settings, image: Path, k: int) -> list[QueryFace]:
     """Every face in `image` with its k most similar indexed faces."""
     if not settings.catalog_path.exists():
         raise IndexNotFound(f"no index at {settings.home}; run `faceidx index PATH` first")
-    from .imageio import decode
+    from .imageio import decode_raw, read_raw
 
-    rgb = decode(image, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
-    return query_rgb(settings, rgb, k)
+    try:
+        raw = read_raw(image, max_bytes=settings.max_file_bytes)
+    except FileNotFoundError as exc:
+        raise UnreadableImage(image, "no such file") from exc
+    rgb = decode_raw(raw, max_pixels=settings.max_image_pixels)
+    return query_rgb(settings, rgb, k, photo_hash=raw.content_hash)
 
 
-def query_bytes(settings: Settings, data: bytes, k: int, *, name: str = "upload",
+def query_bytes(source: Source, data: bytes, k: int, *, name: str = "upload",
                 model: FaceModel | None = None) -> list[QueryFace]:
-    """query_image for a photo's bytes (the web app's upload); `model` may be one kept loaded."""
+    """query_image for a photo's bytes (the web app's upload); `model` may be one kept loaded.
+    The catalog is read only after the model has found the faces."""
     import hashlib
 
     from .imageio import RawFile, decode_raw
 
+    settings = settings_of(source)
     if not settings.catalog_path.exists():
         raise IndexNotFound(f"no index at {settings.home}; run `faceidx index PATH` first")
     if not data:
         raise UnreadableImage(name, "empty file (0 bytes)")
     raw = RawFile(path=Path(name), data=data, size=len(data), mtime=0.0,
                   content_hash=hashlib.blake2b(data, digest_size=20).hexdigest())
-    return query_rgb(settings, decode_raw(raw, max_pixels=settings.max_image_pixels), k,
-                     model=model)
+    return query_rgb(source, decode_raw(raw, max_pixels=settings.max_image_pixels), k,
+                     model=model, photo_hash=raw.content_hash)
 
 
 def query_model(settings: Settings) -> FaceModel:
@@ -142,40 +149,71 @@ def query_model(settings: Settings) -> FaceModel:
     return model
 
 
-def query_rgb(settings: Settings, rgb: Any, k: int, *,
-              model: FaceModel | None = None) -> list[QueryFace]:
-    """Every face in an RGB array with its k most similar indexed faces."""
-    model = model or query_model(settings)
+def query_rgb(source: Source, rgb: Any, k: int, *, model: FaceModel | None = None,
+              photo_hash: str | None = None) -> list[QueryFace]:
+    """Every face in an RGB array with its k most similar indexed faces. With `photo_hash`
+    (the content hash of the photo's bytes), when that photo is itself indexed its own faces
+    are marked `this_photo` among the matches (beside k others) and left out of the verdicts."""
+    model = model or query_model(settings_of(source))
     faces = model.analyze([rgb])[0]
     if not faces:
         return []
     import numpy as np
 
     vectors = np.stack([f.embedding for f in faces]).astype(np.float32)
-    results, verdicts = match_vectors(settings, vectors, k)
+    results, verdicts = match_vectors(source, vectors, k, photo_hash=photo_hash)
     return [QueryFace(bbox=f.bbox, matches=m, verdict=v)
             for f, m, v in zip(faces, results, verdicts, strict=True)]
 
 
-def match_vectors(settings: Settings, vectors: Any, k: int
+def match_vectors(source: Source, vectors: Any, k: int, *, photo_hash: str | None = None
                   ) -> tuple[list[list[Match]], list[Verdict | None]]:
     """What `query` does after the model: the k most similar faces and the nearest person of
-    each query vector (scripts/bench_scale.py times it as the command's own overhead)."""
-    store = open_for_reading(settings)
-    try:
-        return store.search(vectors, k), _verdicts(store, settings, vectors)
-    finally:
-        store.close(save=False)
+    each query vector (scripts/bench_scale.py times it as the command's own overhead). The
+    faces of the indexed photo with content hash `photo_hash` come marked, beside k others,
+    and count for no person's centre in the verdicts."""
+    with reading(source) as store:
+        own = set(store.faces_of_bytes(photo_hash)) if photo_hash else set()
+        results = store.search(vectors, k + len(own))
+        if own:
+            results = [_mark_own(matches, own, k) for matches in results]
+        return results, _verdicts(store, settings_of(source), vectors, own)
 
 
-def _verdicts(store: Store, settings: Settings, vectors: Any) -> list[Verdict | None]:
-    """Each face's nearest person centre, judged by the model's assignment threshold."""
+def _mark_own(matches: list[Match], own: set[int], k: int) -> list[Match]:
+    """The query photo's own faces marked, and k others."""
+    from dataclasses import replace
+
+    out, others = [], 0
+    for m in matches:
+        if m.face_id in own:
+            out.append(replace(m, this_photo=True))
+        elif others < k:
+            out.append(m)
+            others += 1
+    return out
+
+
+def _verdicts(store: Store, settings: Settings, vectors: Any,
+              leave_out: set[int] | None = None) -> list[Verdict | None]:
+    """Each face's nearest person centre, judged by the model's assignment threshold; the
+    faces in `leave_out` (the query photo's own) count for no centre."""
     import numpy as np
 
     from .assign import threshold_for
     from .store import distance_from_ip
 
     ids, centroids, _ = store.centroids()
+    if leave_out and len(ids):
+        keep = np.ones(len(ids), dtype=bool)
+        for cid, centre in store.centroids_without(sorted(leave_out)).items():
+            at = np.searchsorted(ids, cid)
+            if at < len(ids) and ids[at] == cid:
+                if centre is None:
+                    keep[at] = False  # nobody else in that person: no centre to judge by
+                else:
+                    centroids[at] = centre
+        ids, centroids = ids[keep], centroids[keep]
     if len(ids) == 0:
         return [None] * len(vectors)
     unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
@@ -191,9 +229,9 @@ def _verdicts(store: Store, settings: Settings, vectors: Any) -> list[Verdict | 
     return out
 
 
-def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]:
-    store = open_for_reading(settings)
-    try:
+def status(source: Source, *, with_failures: bool = False) -> dict[str, Any]:
+    settings = settings_of(source)
+    with reading(source) as store:
         counts = store.counts()
         model = store.recorded_model
         out: dict[str, Any] = {
@@ -211,8 +249,6 @@ def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]
         }
         if with_failures:
             out["failures"] = [{"path": p, "reason": r} for p, r in store.failures()]
-    finally:
-        store.close(save=False)
     from .locks import IngestLock
 
     holder = IngestLock.holder(settings.home)
@@ -225,13 +261,12 @@ def open_for_corrections(settings: Settings) -> Store:
     return Store.open(settings, keep_open=False)
 
 
-def people(settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
-    return people_top(settings, limit)[0]
+def people(source: Source, limit: int | None = None) -> list[dict[str, Any]]:
+    return people_top(source, limit)[0]
 
 
-def people_top(settings: Settings, limit: int | None = None
-                ) -> tuple[list[dict[str, Any]], int]:
+def people_top(source: Source, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """The first `limit` people (named first, then the largest clusters) and how many exist."""
-    with open_for_reading(settings) as store:
+    with reading(source) as store:
         rows, total = store.people_top(limit)
     return [asdict(p) for p in rows], total

@@ -57,6 +57,7 @@ class Match:
     person: str | None
     assign_distance: float | None = None
     assign_reason: str | None = None
+    this_photo: bool = False  # a face of the query photo itself (the same bytes are indexed)
 
 
 @dataclass

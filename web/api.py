@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from indexer import browse, service
 from indexer.errors import BadInput
+from indexer.reading import Source
 
 from .app import WebContext
 from .views import face_json, person_json
@@ -36,21 +37,23 @@ def api_people(request: Request, limit: int = 100) -> Any:
     if limit < 0:
         raise BadInput(f"limit {limit} is negative (0 lists every person)")
     ctx = _ctx(request)
-    return ctx.read(("api_people", limit), lambda: service.people(ctx.settings, limit or None))
+    with ctx.reader() as rd:
+        return ctx.read(("api_people", limit), lambda: service.people(rd, limit or None))
 
 
 @router.get("/api/people/{cluster_id}")
 def api_person(request: Request, cluster_id: int) -> Any:
-    page = browse.person_page(_ctx(request).settings, cluster_id, 0, 1)
-    return person_json(page.person)
+    with _ctx(request).reader() as rd:
+        return person_json(browse.person_page(rd, cluster_id, 0, 1).person)
 
 
 @router.get("/api/people/{cluster_id}/faces")
 def api_person_faces(request: Request, cluster_id: int, offset: int = 0,
                      limit: int = 100) -> Any:
     ctx = _ctx(request)
-    page = ctx.read(("person", cluster_id, offset, limit),
-                    lambda: browse.person_page(ctx.settings, cluster_id, offset, limit))
+    with ctx.reader() as rd:
+        page = ctx.read(("person", cluster_id, offset, limit),
+                        lambda: browse.person_page(rd, cluster_id, offset, limit))
     return {**person_json(page.person), "offset": offset, "limit": limit,
             "faces": [face_json(f) for f in page.faces]}
 
@@ -58,21 +61,24 @@ def api_person_faces(request: Request, cluster_id: int, offset: int = 0,
 @router.get("/api/status")
 def api_status(request: Request, failures: bool = False) -> Any:
     """What `faceidx status --json` (with `failures=true`: `--failures --json`) prints."""
-    return service.status(_ctx(request).settings, with_failures=failures)
+    with _ctx(request).reader() as rd:
+        return service.status(rd, with_failures=failures)
 
 
 @router.get("/api/history")
 def api_history(request: Request, limit: int = 50) -> Any:
     if not 1 <= limit <= 1000:
         raise BadInput(f"limit {limit} is outside 1..1000")
-    return [asdict(c) for c in browse.recent_changes(_ctx(request).settings, limit)]
+    with _ctx(request).reader() as rd:
+        return [asdict(c) for c in browse.recent_changes(rd, limit)]
 
 
 @router.get("/api/merge-preview")
 def api_merge_preview(request: Request, into: int, other: int) -> Any:
     from indexer import corrections
 
-    return asdict(corrections.merge_preview(_ctx(request).settings, into, other))
+    with _ctx(request).reader() as rd:  # read only: the POST to /api/merge writes
+        return asdict(corrections.merge_preview(rd, into, other))
 
 
 @router.get("/faces/{face_id}.jpg")
@@ -103,7 +109,8 @@ def photo_image(request: Request, image_id: int, size: int = 1600) -> Any:
     if not 64 <= size <= 4096:
         raise BadInput(f"size {size} is outside 64..4096")
     ctx = _ctx(request)
-    page = browse.photo_page(ctx.settings, image_id)
+    with ctx.reader() as rd:
+        page = browse.photo_page(rd, image_id)
     data = downscaled_photo(ctx.settings, page.photo, size)
     return Response(data, media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=300"})
@@ -157,7 +164,7 @@ def _face_ids(data: dict[str, Any]) -> list[int]:
         raise BadInput(f"face_ids must be whole numbers, not {raw!r}") from None
 
 
-def _person_ref(ctx: WebContext, data: dict[str, Any], key: str) -> int | None:
+def _person_ref(source: Source, data: dict[str, Any], key: str) -> int | None:
     """A person given by id (JSON int) or by name or id (form text); None when absent."""
     value = data.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -166,7 +173,13 @@ def _person_ref(ctx: WebContext, data: dict[str, Any], key: str) -> int | None:
         raise BadInput(f"{key} must be a person's id or name, not {value!r}")
     if isinstance(value, int):
         return value
-    return browse.resolve_person(ctx.settings, str(value))
+    return browse.resolve_person(source, str(value))
+
+
+def _person_refs(ctx: WebContext, data: dict[str, Any], *keys: str) -> list[int | None]:
+    """_person_ref of each key, read in one read of the catalog (closed before any write)."""
+    with ctx.reader() as rd:
+        return [_person_ref(rd, data, key) for key in keys]
 
 
 def _done(request: Request, change: Any, goto: str | None = None) -> JSONResponse:
@@ -195,8 +208,7 @@ async def api_merge(request: Request) -> Any:
 
     ctx = _ctx(request)
     data = await _body(request)
-    into = await run_in_threadpool(_person_ref, ctx, data, "into")
-    other = await run_in_threadpool(_person_ref, ctx, data, "other")
+    into, other = await run_in_threadpool(_person_refs, ctx, data, "into", "other")
     if into is None or other is None:
         raise BadInput("merge needs both `into` and `other` (people's ids or names)")
     force = str(data.get("force", "")).lower() in ("1", "true", "on", "yes")
@@ -227,7 +239,7 @@ async def _move(request: Request, face_ids: list[int], data: dict[str, Any]) -> 
     if ("target" in data and data["target"] is None) or data.get("new_person"):
         target = None  # a new person: a split
     else:
-        target = await run_in_threadpool(_person_ref, ctx, data, "target")
+        target = await run_in_threadpool(_person_ref, ctx.settings, data, "target")
         if target is None:
             raise BadInput("give `target` (a person's id or name), or null for a new person")
     change = await run_in_threadpool(corrections.move, ctx.settings, face_ids, target)

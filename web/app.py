@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 
 from indexer.crops import CropCache
 from indexer.errors import BadInput, Conflict, FaceidxError, IndexBusy, IndexNotFound, NotFound
+from indexer.reading import Reader
 from indexer.settings import Settings
 
 from .guard import Guard
@@ -70,6 +71,12 @@ class WebContext:
                 while len(self._memo) > MEMO_ENTRIES:
                     self._memo.popitem(last=False)
         return value
+
+    def reader(self) -> Reader:
+        """The request's read of the catalog (a `with` block): every use case a page calls
+        reads through it, so the catalog is attached once per request at most (not at all
+        when the page comes from memory)."""
+        return Reader(self.settings)
 
     def query_model(self) -> Any:
         """The face model for search by photo, loaded once on first use."""
@@ -155,6 +162,7 @@ def create_app(settings: Settings, *, read_only: bool = False, token: str | None
         from indexer.store.attach import AttachedCatalog
 
         catalog = AttachedCatalog(settings.catalog_path, settings.lock_timeout)
+    app.state.catalog = catalog
     app.add_middleware(ReadsThrough, catalog=catalog)
     app.add_middleware(Guard, hosts=allowed_hosts(host, port), token=token, read_only=read_only)
     return app
@@ -205,17 +213,18 @@ def allowed_hosts(host: str, port: int | None) -> set[str]:
     return out
 
 
-def page_context(request: Request) -> dict[str, Any]:
-    """What the base template shows on every page: token, read-only, the last change."""
+def page_context(request: Request, reader: Reader | None = None) -> dict[str, Any]:
+    """What the base template shows on every page: token, read-only, the last change (read
+    through the request's `reader`, else on its own)."""
     ctx: WebContext = request.app.state.ctx
-    return {"token": ctx.token, "read_only": ctx.read_only, "last_change": last_change(ctx),
-            "nav": request.url.path}
+    return {"token": ctx.token, "read_only": ctx.read_only,
+            "last_change": last_change(ctx, reader), "nav": request.url.path}
 
 
-def last_change(ctx: WebContext) -> Any:
+def last_change(ctx: WebContext, reader: Reader | None = None) -> Any:
     from indexer import browse
 
     try:
-        return ctx.read("last_undoable", lambda: browse.last_undoable(ctx.settings))
+        return ctx.read("last_undoable", lambda: browse.last_undoable(reader or ctx.settings))
     except FaceidxError:
         return None

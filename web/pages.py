@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from indexer import browse, service
+from indexer.reading import Reader
 
 from .app import WebContext, page_context
 from .views import label
@@ -25,63 +26,73 @@ def _ctx(request: Request) -> WebContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-def _render(request: Request, template: str, **values: Any) -> HTMLResponse:
-    return _ctx(request).templates.TemplateResponse(request, template,
-                                                    {**page_context(request), **values})
+def _render(request: Request, reader: Reader, template: str, **values: Any) -> HTMLResponse:
+    return _ctx(request).templates.TemplateResponse(
+        request, template, {**page_context(request, reader), **values})
 
 
 @router.get("/", response_class=HTMLResponse)
 def people(request: Request, q: str = "", offset: int = 0) -> Any:
     ctx = _ctx(request)
-    page = ctx.read(("people", q, offset),
-                    lambda: browse.people_page(ctx.settings, q, offset, PEOPLE_PER_PAGE))
-    return _render(request, "people.html", page=page, title="People")
+    with ctx.reader() as rd:
+        page = ctx.read(("people", q, offset),
+                        lambda: browse.people_page(rd, q, offset, PEOPLE_PER_PAGE))
+        return _render(request, rd, "people.html", page=page, title="People")
 
 
 @router.get("/people/{cluster_id}", response_class=HTMLResponse)
 def person(request: Request, cluster_id: int, offset: int = 0) -> Any:
     ctx = _ctx(request)
-    page = ctx.read(("person", cluster_id, offset),
-                    lambda: browse.person_page(ctx.settings, cluster_id, offset, FACES_PER_PAGE))
-    return _render(request, "person.html", page=page, title=label(page.person),
-                   named=_named(ctx))
+    with ctx.reader() as rd:
+        page = ctx.read(("person", cluster_id, offset),
+                        lambda: browse.person_page(rd, cluster_id, offset, FACES_PER_PAGE))
+        return _render(request, rd, "person.html", page=page, title=label(page.person),
+                       named=_named(ctx, rd))
 
 
 @router.get("/people/{cluster_id}/merge", response_class=HTMLResponse)
 def merge_preview(request: Request, cluster_id: int, into: str = "") -> Any:
-    """Both people side by side and what merging `cluster_id` into `into` will do."""
+    """Both people side by side and what merging `cluster_id` into `into` will do (read
+    only: the POST to /api/merge writes)."""
     from indexer import corrections
 
     ctx = _ctx(request)
-    target = browse.resolve_person(ctx.settings, into)
-    preview = corrections.merge_preview(ctx.settings, target, cluster_id)
-    into_page = browse.person_page(ctx.settings, target, 0, 12)
-    other_page = browse.person_page(ctx.settings, cluster_id, 0, 12)
-    return _render(request, "merge.html", preview=preview, into=into_page, other=other_page,
-                   title="Merge")
+    with ctx.reader() as rd:
+        target = browse.resolve_person(rd, into)
+        preview = corrections.merge_preview(rd, target, cluster_id)
+        into_page = browse.person_page(rd, target, 0, 12)
+        other_page = browse.person_page(rd, cluster_id, 0, 12)
+        return _render(request, rd, "merge.html", preview=preview, into=into_page,
+                       other=other_page, title="Merge")
 
 
-def _named(ctx: WebContext) -> Any:
-    return ctx.read("named", lambda: browse.named_people(ctx.settings))
+def _named(ctx: WebContext, reader: Reader) -> Any:
+    return ctx.read("named", lambda: browse.named_people(reader))
 
 
 @router.get("/unassigned", response_class=HTMLResponse)
 def unassigned(request: Request) -> Any:
     ctx = _ctx(request)
-    page = ctx.read("unassigned", lambda: browse.unassigned(ctx.settings))
-    return _render(request, "unassigned.html", page=page, named=_named(ctx), title="Unassigned")
+    with ctx.reader() as rd:
+        page = ctx.read("unassigned", lambda: browse.unassigned(rd))
+        return _render(request, rd, "unassigned.html", page=page, named=_named(ctx, rd),
+                       title="Unassigned")
 
 
 @router.get("/photos/{image_id}", response_class=HTMLResponse)
 def photo(request: Request, image_id: int) -> Any:
     ctx = _ctx(request)
-    page = ctx.read(("photo", image_id), lambda: browse.photo_page(ctx.settings, image_id))
-    return _render(request, "photo.html", page=page, title=page.photo.path.rsplit("/", 1)[-1])
+    with ctx.reader() as rd:
+        page = ctx.read(("photo", image_id), lambda: browse.photo_page(rd, image_id))
+        return _render(request, rd, "photo.html", page=page,
+                       title=page.photo.path.rsplit("/", 1)[-1])
 
 
 @router.get("/search", response_class=HTMLResponse)
 def search_form(request: Request) -> Any:
-    return _render(request, "search.html", title="Search by photo", results=None)
+    ctx = _ctx(request)
+    with ctx.reader() as rd:
+        return _render(request, rd, "search.html", title="Search by photo", results=None)
 
 
 @router.post("/search", response_class=HTMLResponse)
@@ -90,22 +101,29 @@ async def search(request: Request) -> Any:
     from .search import run_search
 
     ctx = _ctx(request)
-    data, results = await run_search(request, ctx)
-    faces = await run_in_threadpool(_search_faces, ctx, data, results)
-    template = "_search_results.html" if "hx-request" in request.headers else "search.html"
-    return _render(request, template, results=faces, title="Search by photo")
+    rd = ctx.reader()
+    try:
+        data, results = await run_search(request, ctx, rd)
+        faces = await run_in_threadpool(_search_faces, ctx, rd, data, results)
+        template = "_search_results.html" if "hx-request" in request.headers else "search.html"
+        return await run_in_threadpool(_render, request, rd, template, results=faces,
+                                       title="Search by photo")
+    finally:
+        await run_in_threadpool(rd.close)
 
 
-def _search_faces(ctx: WebContext, data: bytes,
+def _search_faces(ctx: WebContext, reader: Reader, data: bytes,
                   results: list[service.QueryFace]) -> list[dict[str, Any]]:
-    found = {f.face_id: f for f in browse.faces_present(
-        ctx.settings, sorted({m.face_id for r in results for m in r.matches}))}
     crops = query_face_crops(data, [list(r.bbox) for r in results], ctx.settings.crop_size)
+    found = {f.face_id: f for f in browse.faces_present(
+        reader, sorted({m.face_id for r in results for m in r.matches}))}
     out = []
     for result, crop in zip(results, crops, strict=True):
         item = _search_face(ctx, result)
         item["crop"] = crop
         item["faces"] = [(m, found[m.face_id]) for m in result.matches if m.face_id in found]
+        item["this_photo"] = sorted({found[m.face_id].image_id for m in result.matches
+                                     if m.this_photo and m.face_id in found})
         out.append(item)
     return out
 
@@ -115,8 +133,8 @@ def _search_face(ctx: WebContext, face: service.QueryFace) -> dict[str, Any]:
     distance each) and faces."""
     people: dict[int, dict[str, Any]] = {}
     for m in face.matches:
-        if m.cluster_id is None or m.cluster_id < 0:
-            continue
+        if m.cluster_id is None or m.cluster_id < 0 or m.this_photo:
+            continue  # the uploaded photo's own faces, when it is indexed, say nothing
         best = people.get(m.cluster_id)
         if best is None or m.distance < best["distance"]:
             people[m.cluster_id] = {"cluster_id": m.cluster_id, "distance": m.distance,
@@ -145,6 +163,7 @@ def query_face_crops(data: bytes, boxes: list[list[float]], size: int) -> list[s
 @router.get("/status", response_class=HTMLResponse)
 def status(request: Request) -> Any:
     ctx = _ctx(request)
-    info = service.status(ctx.settings, with_failures=True)
-    return _render(request, "status.html", info=info, title="Status",
-                   history=ctx.read("history", lambda: browse.recent_changes(ctx.settings, 20)))
+    with ctx.reader() as rd:
+        info = service.status(rd, with_failures=True)
+        return _render(request, rd, "status.html", info=info, title="Status",
+                       history=ctx.read("history", lambda: browse.recent_changes(rd, 20)))

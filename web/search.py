@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from indexer import service
 from indexer.errors import BadInput
+from indexer.reading import Reader
 
 from .app import WebContext
 
@@ -22,9 +23,10 @@ class TooLarge(BadInput):
     http_status = 413
 
 
-async def run_search(request: Request,
-                     ctx: WebContext) -> tuple[bytes, list[service.QueryFace]]:
-    """The uploaded bytes and, for each face found in them, its closest indexed faces."""
+async def run_search(request: Request, ctx: WebContext,
+                     reader: Reader | None = None) -> tuple[bytes, list[service.QueryFace]]:
+    """The uploaded bytes and, for each face found in them, its closest indexed faces (read
+    through the request's `reader` when given)."""
     limit = ctx.settings.upload_max_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + 65536:
@@ -42,7 +44,7 @@ async def run_search(request: Request,
     name = upload.filename or "upload"
 
     def work() -> list[service.QueryFace]:
-        return service.query_bytes(ctx.settings, data, MATCHES, name=name,
+        return service.query_bytes(reader or ctx.settings, data, MATCHES, name=name,
                                    model=ctx.query_model())
 
     return data, await run_in_threadpool(work)

@@ -42,6 +42,7 @@ class StoreBase:
         self._delta_valid_bytes: int | None = None  # the FAISS delta log (vectors.py)
         self._delta_faces = 0
         self._model: ModelInfo | None = None
+        self._schema_at_open = 0  # the catalog's schema version when this Store opened it
         # a long-running reader (the web app) reads through a kept instance (attach.py)
         self._attached = current_attached(settings.catalog_path) if read_only else None
 
@@ -206,8 +207,14 @@ class StoreBase:
                 con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
 
     def _read_model(self) -> ModelInfo | None:
+        """The recorded model, read with the schema version (in one query: a web page reads
+        both right after attaching the catalog)."""
         with self._read() as con:
-            return _model_from_meta(con)
+            rows = dict(con.execute(
+                "SELECT key, value FROM meta WHERE key IN ('model_name', 'model_dim', "
+                "'model_weights', 'schema_version')").fetchall())
+        self._schema_at_open = int(rows.get("schema_version") or 0)
+        return _model_from_rows(rows)
 
     @property
     def recorded_model(self) -> ModelInfo | None:
@@ -258,9 +265,12 @@ class StoreBase:
     # -- people and corrections
 
 def _model_from_meta(con: duckdb.DuckDBPyConnection) -> ModelInfo | None:
-    rows = dict(con.execute(
+    return _model_from_rows(dict(con.execute(
         "SELECT key, value FROM meta WHERE key IN ('model_name', 'model_dim', 'model_weights')"
-    ).fetchall())
+    ).fetchall()))
+
+
+def _model_from_rows(rows: dict[str, str]) -> ModelInfo | None:
     if "model_name" not in rows:
         return None
     return ModelInfo(name=str(rows["model_name"]), dim=int(rows["model_dim"]),

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from ..errors import NotFound
+from ..migrations import HISTORY_SINCE
 from ..types import Matrix
+from .faces import id_filter
 from .rows import BrowseFace, BrowsePerson, Change, PhotoRow
 
 
@@ -19,39 +22,16 @@ def _bbox(row: Sequence[Any], at: int) -> tuple[float, float, float, float] | No
 
 
 _PEOPLE_SQL = (
-    # the page of people first, then the medoid's box and photo for those rows only (joining
-    # every cluster's medoid before the LIMIT read all faces: most of a cold page's time)
-    "WITH page AS (SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, "
-    "count(*) OVER () AS total "
+    # people and clusters only: the medoids' boxes and photos are looked up after, for the
+    # rows of the page (a join read every face and every photo: most of a page's time
+    # right after a write, when nothing of the catalog is in memory)
+    "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, count(*) OVER () AS total "
     "FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
     "WHERE (c.size > 0 OR p.name IS NOT NULL) {where}"
-    "ORDER BY (p.name IS NULL), c.size DESC, c.cluster_id {limit}) "
-    "SELECT page.cluster_id, page.name, page.size, page.medoid_face_id, f.x1, f.y1, f.x2, f.y2, "
-    "page.total, i.content_hash "
-    "FROM page LEFT JOIN faces f ON f.face_id = page.medoid_face_id "
-    "LEFT JOIN images i ON i.image_id = f.image_id "
-    "ORDER BY (page.name IS NULL), page.size DESC, page.cluster_id")
+    "ORDER BY (p.name IS NULL), c.size DESC, c.cluster_id {limit}")
 
-_FACE_SQL = (
-    "SELECT f.face_id, f.image_id, i.path, f.x1, f.y1, f.x2, f.y2, f.cluster_id, p.name, "
-    "f.assign_distance, f.assign_reason, i.content_hash "
-    "FROM faces f JOIN images i USING (image_id) "
-    "LEFT JOIN people p ON p.cluster_id = f.cluster_id ")
-
-
-def _person(row: Sequence[Any]) -> BrowsePerson:
-    return BrowsePerson(cluster_id=int(row[0]), name=row[1], size=int(row[2]),
-                        medoid_face_id=None if row[3] is None else int(row[3]),
-                        medoid_bbox=_bbox(row, 4), medoid_hash=row[9])
-
-
-def _face(row: Sequence[Any]) -> BrowseFace:
-    bbox = _bbox(row, 3)
-    assert bbox is not None
-    return BrowseFace(face_id=int(row[0]), image_id=int(row[1]), path=str(row[2]), bbox=bbox,
-                      cluster_id=None if row[7] is None or row[7] < 0 else int(row[7]),
-                      person=row[8], assign_distance=row[9], assign_reason=row[10],
-                      content_hash=row[11])
+_FACE_COLUMNS = ("SELECT face_id, image_id, x1, y1, x2, y2, cluster_id, assign_distance, "
+                 "assign_reason FROM faces ")
 
 
 class BrowseMixin:
@@ -70,36 +50,98 @@ class BrowseMixin:
             rows = con.execute(sql, [*params, limit, offset]).fetchall()
             if not rows and offset > 0:  # past the end: still say how many there are
                 first = con.execute(sql, [*params, 1, 0]).fetchone()
-                return [], int(first[8]) if first else 0
-        return [_person(r) for r in rows], int(rows[0][8]) if rows else 0
+                return [], int(first[4]) if first else 0
+            people = self._with_medoids(con, rows)
+        return people, int(rows[0][4]) if rows else 0
 
     def named_people(self, limit: int) -> list[BrowsePerson]:
         """The named people, largest first (at most `limit`)."""
         sql = _PEOPLE_SQL.format(where="AND p.name IS NOT NULL ", limit="LIMIT ?")
         with self._read() as con:
-            rows = con.execute(sql, [limit]).fetchall()
-        return [_person(r) for r in rows]
+            return self._with_medoids(con, con.execute(sql, [limit]).fetchall())
 
     def person(self, cluster_id: int) -> BrowsePerson:
         with self._read() as con:
-            row = con.execute(_PEOPLE_SQL.format(where="AND c.cluster_id = ? ", limit=""),
-                              [cluster_id]).fetchone()
-        if row is None:
-            raise NotFound(f"no person {cluster_id} in {self.settings.home}")
-        return _person(row)
+            rows = con.execute(_PEOPLE_SQL.format(where="AND c.cluster_id = ? ", limit=""),
+                               [cluster_id]).fetchall()
+            if not rows:
+                raise NotFound(f"no person {cluster_id} in {self.settings.home}")
+            return self._with_medoids(con, rows)[0]
+
+    def _with_medoids(self, con: duckdb.DuckDBPyConnection,
+                      rows: Sequence[Sequence[Any]]) -> list[BrowsePerson]:
+        """People rows (cluster_id, name, size, medoid_face_id, ...) with their medoids' boxes
+        and photo hashes, looked up by id."""
+        boxes = {}
+        hashes: dict[int, str | None] = {}
+        medoids = [int(r[3]) for r in rows if r[3] is not None]
+        if medoids:
+            where, params = id_filter("face_id", medoids)
+            boxes = {int(r[0]): r for r in con.execute(
+                f"SELECT face_id, x1, y1, x2, y2, image_id FROM faces WHERE {where}",
+                params).fetchall()}
+            hashes = self._photo_hashes(con, [int(b[5]) for b in boxes.values()])
+        out = []
+        for r in rows:
+            box = boxes.get(int(r[3])) if r[3] is not None else None
+            out.append(BrowsePerson(
+                cluster_id=int(r[0]), name=r[1], size=int(r[2]),
+                medoid_face_id=None if r[3] is None else int(r[3]),
+                medoid_bbox=None if box is None else _bbox(box, 1),
+                medoid_hash=None if box is None else hashes.get(int(box[5]))))
+        return out
+
+    def _photo_hashes(self, con: duckdb.DuckDBPyConnection,
+                      image_ids: Sequence[int]) -> dict[int, str | None]:
+        if not image_ids:
+            return {}
+        where, params = id_filter("image_id", image_ids)
+        return {int(i): h for i, h in con.execute(
+            f"SELECT image_id, content_hash FROM images WHERE {where}", params).fetchall()}
+
+    def _browse_faces(self, con: duckdb.DuckDBPyConnection, rest: str,
+                      params: Sequence[Any]) -> list[BrowseFace]:
+        """Faces (`rest`: the WHERE, ORDER and LIMIT of a query on faces alone) with their
+        photos' paths and hashes and their people's names, looked up by id after."""
+        rows = con.execute(_FACE_COLUMNS + rest, list(params)).fetchall()
+        if not rows:
+            return []
+        where, ids = id_filter("image_id", {int(r[1]) for r in rows})
+        photos = {int(i): (p, h) for i, p, h in con.execute(
+            f"SELECT image_id, path, content_hash FROM images WHERE {where}", ids).fetchall()}
+        clusters = {int(r[6]) for r in rows if r[6] is not None and r[6] >= 0}
+        names: dict[int, str] = {}
+        if clusters:
+            where, ids = id_filter("cluster_id", clusters)
+            names = {int(c): str(n) for c, n in con.execute(
+                f"SELECT cluster_id, name FROM people WHERE {where}", ids).fetchall()}
+        out = []
+        for r in rows:
+            if int(r[1]) not in photos:  # as the join did: a face of no photo is not shown
+                continue
+            path, content_hash = photos[int(r[1])]
+            cid = None if r[6] is None or r[6] < 0 else int(r[6])
+            bbox = _bbox(r, 2)
+            assert bbox is not None
+            out.append(BrowseFace(face_id=int(r[0]), image_id=int(r[1]), path=str(path),
+                                  bbox=bbox, cluster_id=cid,
+                                  person=None if cid is None else names.get(cid),
+                                  assign_distance=r[7], assign_reason=r[8],
+                                  content_hash=content_hash))
+        return out
 
     def person_faces(self, cluster_id: int, offset: int, limit: int) -> list[BrowseFace]:
         """One page of a person's faces, by face id."""
         with self._read() as con:
-            rows = con.execute(_FACE_SQL + "WHERE f.cluster_id = ? ORDER BY f.face_id "
-                               "LIMIT ? OFFSET ?", [cluster_id, limit, offset]).fetchall()
-        return [_face(r) for r in rows]
+            return self._browse_faces(con, "WHERE cluster_id = ? ORDER BY face_id "
+                                      "LIMIT ? OFFSET ?", [cluster_id, limit, offset])
 
     def browse_faces(self, face_ids: Sequence[int]) -> list[BrowseFace]:
+        if not face_ids:
+            return []
+        where, params = id_filter("face_id", face_ids)
         with self._read() as con:
-            rows = con.execute(_FACE_SQL + "WHERE f.face_id IN (SELECT unnest(?)) "
-                               "ORDER BY f.face_id", [[int(i) for i in face_ids]]).fetchall()
-        return [_face(r) for r in rows]
+            return self._browse_faces(con, f"WHERE {where} ORDER BY face_id", params)
 
     def unassigned_faces(self, limit: int) -> tuple[np.ndarray, Matrix, int]:
         """The newest `limit` faces that belong to nobody: ids, vectors, and how many in all."""
@@ -130,11 +172,10 @@ class BrowseMixin:
                               "FROM images WHERE image_id = ?", [image_id]).fetchone()
             if row is None:
                 raise NotFound(f"no photo {image_id} in {self.settings.home}")
-            faces = con.execute(_FACE_SQL + "WHERE f.image_id = ? ORDER BY f.face_id",
-                                [image_id]).fetchall()
+            faces = self._browse_faces(con, "WHERE image_id = ? ORDER BY face_id", [image_id])
         photo = PhotoRow(image_id=int(row[0]), path=str(row[1]), status=str(row[2]),
                          error=row[3], width=row[4], height=row[5], content_hash=row[6])
-        return photo, [_face(r) for r in faces]
+        return photo, faces
 
     def face_source(self, face_id: int) -> BrowseFace:
         """A face with the path and content hash of its photo; NotFound when absent."""
@@ -144,10 +185,8 @@ class BrowseMixin:
         return faces[0]
 
     def recent_changes(self, limit: int) -> list[Change]:
-        """The newest corrections (none in a catalog from before the history table)."""
-        with self._read() as con:
-            exists = con.execute("SELECT count(*) FROM information_schema.tables "
-                                 "WHERE table_name = 'history'").fetchone()
-            if not exists or not exists[0]:
-                return []
-            return self.history(limit)  # type: ignore[attr-defined,no-any-return]
+        """The newest corrections (none in a catalog from before the history table: its
+        schema version, read when the Store opened, tells; information_schema costs more)."""
+        if self._schema_at_open < HISTORY_SINCE:  # type: ignore[attr-defined]
+            return []
+        return self.history(limit)  # type: ignore[attr-defined,no-any-return]

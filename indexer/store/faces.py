@@ -108,6 +108,14 @@ class FacesMixin:
         assert row is not None
         return Counts(*(int(v) for v in row))
 
+    def faces_of_bytes(self, content_hash: str) -> list[int]:
+        """The faces of every indexed photo with these bytes (its content hash)."""
+        with self._read() as con:
+            return [int(r[0]) for r in con.execute(
+                "SELECT face_id FROM faces WHERE image_id IN (SELECT image_id FROM images "
+                "WHERE content_hash = ? AND status = 'ok') ORDER BY face_id",
+                [content_hash]).fetchall()]
+
     def face_ids_of_image(self, image_id: int) -> list[int]:
         with self._read() as con:
             return [int(r[0]) for r in con.execute(

@@ -37,6 +37,24 @@ class PeopleMixin:
         vectors = np.frombuffer(b"".join(result["centroid"]), dtype=np.float32)
         return ids, vectors.reshape(len(ids), dim).copy(), np.asarray(result["size"], np.int64)
 
+    def centroids_without(self, face_ids: Sequence[int]) -> dict[int, np.ndarray | None]:
+        """For each cluster holding one of `face_ids`: the mean vector of its other members
+        (None when it has no other), as its centroid would be without those faces."""
+        where, params = id_filter("face_id", face_ids)
+        with self._read() as con:
+            result = con.execute(
+                "SELECT c.cluster_id, f.embedding FROM (SELECT DISTINCT cluster_id FROM faces "
+                f"WHERE {where} AND cluster_id >= 0) c LEFT JOIN faces f "
+                f"ON f.cluster_id = c.cluster_id AND NOT (f.{where}) ORDER BY c.cluster_id",
+                params + params).fetchall()
+        sums: dict[int, list[np.ndarray]] = {}
+        for cid, blob in result:
+            members = sums.setdefault(int(cid), [])
+            if blob is not None:
+                members.append(np.frombuffer(blob, dtype=np.float32))
+        return {cid: np.mean(m, axis=0).astype(np.float32) if m else None
+                for cid, m in sums.items()}
+
     def rejections(self, face_ids: Sequence[int] | None = None) -> set[tuple[int, int]]:
         """(face_id, cluster_id) pairs a user said are not the same person."""
         where, params = ("TRUE", []) if face_ids is None else id_filter("face_id", face_ids)
