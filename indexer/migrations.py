@@ -96,14 +96,27 @@ def _history(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _medoid_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Each cluster keeps its medoid's box and photo hash (what a People page shows), kept
+    in step by the store at every commit (StoreBase.sync_medoids fills them in this same
+    transaction): a page of people reads the clusters alone, not every face and photo."""
+    con.execute("ALTER TABLE clusters ADD COLUMN medoid_of BIGINT")  # the face they describe
+    for column in ("medoid_x1", "medoid_y1", "medoid_x2", "medoid_y2"):
+        con.execute(f"ALTER TABLE clusters ADD COLUMN {column} REAL")
+    con.execute("ALTER TABLE clusters ADD COLUMN medoid_hash VARCHAR")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _initial),
     ("0002_id_counters", _id_counters),
     ("0003_history", _history),
+    ("0004_medoid_columns", _medoid_columns),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 HISTORY_SINCE = [name for name, _ in MIGRATIONS].index("0003_history") + 1
 """The schema version from which the catalog has its history table."""
+MEDOIDS_SINCE = [name for name, _ in MIGRATIONS].index("0004_medoid_columns") + 1
+"""The schema version from which clusters keep their medoid's box and photo hash."""
 
 
 def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -157,6 +157,8 @@ class StoreBase:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
+            if not self.read_only:
+                self.sync_medoids(con)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -171,6 +173,37 @@ class StoreBase:
             from ..crops import remove_crops
 
             remove_crops(self.settings.home, removed)
+
+    def sync_medoids(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Bring each cluster's copy of its medoid's box and photo hash in step with its
+        medoid_face_id, inside the write transaction about to commit (whatever wrote the
+        medoid: a recluster, a person found online, a correction, an undo). A face's box and
+        photo never change while it exists (new bytes at a path get new faces), so a copy
+        is only made again when the medoid changes, or is cleared when its face is deleted
+        (_delete_faces). Returns how many clusters it updated; one scan of the clusters when
+        none changed."""
+        rows = con.execute("SELECT cluster_id, medoid_face_id FROM clusters "
+                           "WHERE medoid_of IS DISTINCT FROM medoid_face_id").fetchall()
+        if not rows:
+            return 0
+        wanted = [int(m) for _, m in rows if m is not None]
+        found: dict[int, tuple[Any, ...]] = {}
+        if wanted:
+            found = {int(r[0]): tuple(r[1:]) for r in con.execute(
+                "SELECT f.face_id, f.x1, f.y1, f.x2, f.y2, i.content_hash FROM faces f "
+                "JOIN images i ON i.image_id = f.image_id "
+                "WHERE f.face_id IN (SELECT unnest(?))", [wanted]).fetchall()}
+        empty: tuple[Any, ...] = (None,) * 5
+        values = [found.get(int(m), empty) if m is not None else empty for _, m in rows]
+        con.execute(
+            "UPDATE clusters SET medoid_of = m.o, medoid_x1 = m.x1, medoid_y1 = m.y1, "
+            "medoid_x2 = m.x2, medoid_y2 = m.y2, medoid_hash = m.h FROM (SELECT "
+            "unnest(?::BIGINT[]) AS c, unnest(?::BIGINT[]) AS o, unnest(?::REAL[]) AS x1, "
+            "unnest(?::REAL[]) AS y1, unnest(?::REAL[]) AS x2, unnest(?::REAL[]) AS y2, "
+            "unnest(?::VARCHAR[]) AS h) m WHERE clusters.cluster_id = m.c",
+            [[int(c) for c, _ in rows], [None if m is None else int(m) for _, m in rows],
+             *([v[j] for v in values] for j in range(5))])
+        return len(rows)
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 
 from ..errors import NotFound
-from ..migrations import HISTORY_SINCE
+from ..migrations import HISTORY_SINCE, MEDOIDS_SINCE
 from ..types import Matrix
 from .faces import id_filter
 from .rows import BrowseFace, BrowsePerson, Change, PhotoRow
@@ -22,13 +22,16 @@ def _bbox(row: Sequence[Any], at: int) -> tuple[float, float, float, float] | No
 
 
 _PEOPLE_SQL = (
-    # people and clusters only: the medoids' boxes and photos are looked up after, for the
-    # rows of the page (a join read every face and every photo: most of a page's time
-    # right after a write, when nothing of the catalog is in memory)
-    "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, count(*) OVER () AS total "
-    "FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
+    # people and clusters only: each cluster keeps a copy of its medoid's box and photo hash
+    # (migration 0004; StoreBase.sync_medoids), so a page of people reads no face or photo
+    # (a join with every face and photo was most of its time right after a write, when
+    # nothing of the catalog is in memory yet)
+    "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, count(*) OVER () AS total, "
+    "{medoid} FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
     "WHERE (c.size > 0 OR p.name IS NOT NULL) {where}"
     "ORDER BY (p.name IS NULL), c.size DESC, c.cluster_id {limit}")
+_MEDOID_COLUMNS = "c.medoid_of, c.medoid_x1, c.medoid_y1, c.medoid_x2, c.medoid_y2, c.medoid_hash"
+_NO_MEDOID_COLUMNS = "NULL, NULL, NULL, NULL, NULL, NULL"  # a catalog from before 0004
 
 _FACE_COLUMNS = ("SELECT face_id, image_id, x1, y1, x2, y2, cluster_id, assign_distance, "
                  "assign_reason FROM faces ")
@@ -45,7 +48,7 @@ class BrowseMixin:
             where = ("AND (contains(lower(p.name), lower(?)) "
                      "OR CAST(c.cluster_id AS VARCHAR) = ?) ")
             params += [query, query.strip()]
-        sql = _PEOPLE_SQL.format(where=where, limit="LIMIT ? OFFSET ?")
+        sql = self._people_sql(where, "LIMIT ? OFFSET ?")
         with self._read() as con:
             rows = con.execute(sql, [*params, limit, offset]).fetchall()
             if not rows and offset > 0:  # past the end: still say how many there are
@@ -56,25 +59,31 @@ class BrowseMixin:
 
     def named_people(self, limit: int) -> list[BrowsePerson]:
         """The named people, largest first (at most `limit`)."""
-        sql = _PEOPLE_SQL.format(where="AND p.name IS NOT NULL ", limit="LIMIT ?")
+        sql = self._people_sql("AND p.name IS NOT NULL ", "LIMIT ?")
         with self._read() as con:
             return self._with_medoids(con, con.execute(sql, [limit]).fetchall())
 
     def person(self, cluster_id: int) -> BrowsePerson:
         with self._read() as con:
-            rows = con.execute(_PEOPLE_SQL.format(where="AND c.cluster_id = ? ", limit=""),
+            rows = con.execute(self._people_sql("AND c.cluster_id = ? ", ""),
                                [cluster_id]).fetchall()
             if not rows:
                 raise NotFound(f"no person {cluster_id} in {self.settings.home}")
             return self._with_medoids(con, rows)[0]
 
+    def _people_sql(self, where: str, limit: str) -> str:
+        kept = self._schema_at_open >= MEDOIDS_SINCE  # type: ignore[attr-defined]
+        return _PEOPLE_SQL.format(medoid=_MEDOID_COLUMNS if kept else _NO_MEDOID_COLUMNS,
+                                  where=where, limit=limit)
+
     def _with_medoids(self, con: duckdb.DuckDBPyConnection,
                       rows: Sequence[Sequence[Any]]) -> list[BrowsePerson]:
-        """People rows (cluster_id, name, size, medoid_face_id, ...) with their medoids' boxes
-        and photo hashes, looked up by id."""
-        boxes = {}
+        """People rows (cluster_id, name, size, medoid_face_id, total, medoid_of, box, hash)
+        as BrowsePersons: the medoid's box and photo hash from the cluster's copy, or, where
+        it has none in step (a catalog from before the copies), looked up by id."""
+        boxes: dict[int, Sequence[Any]] = {}
         hashes: dict[int, str | None] = {}
-        medoids = [int(r[3]) for r in rows if r[3] is not None]
+        medoids = [int(r[3]) for r in rows if r[3] is not None and r[5] != r[3]]
         if medoids:
             where, params = id_filter("face_id", medoids)
             boxes = {int(r[0]): r for r in con.execute(
@@ -83,12 +92,16 @@ class BrowseMixin:
             hashes = self._photo_hashes(con, [int(b[5]) for b in boxes.values()])
         out = []
         for r in rows:
-            box = boxes.get(int(r[3])) if r[3] is not None else None
+            bbox, photo = None, None
+            if r[3] is not None and r[5] == r[3]:
+                bbox, photo = _bbox(r, 6), r[10]
+            elif r[3] is not None and int(r[3]) in boxes:
+                box = boxes[int(r[3])]
+                bbox, photo = _bbox(box, 1), hashes.get(int(box[5]))
             out.append(BrowsePerson(
                 cluster_id=int(r[0]), name=r[1], size=int(r[2]),
-                medoid_face_id=None if r[3] is None else int(r[3]),
-                medoid_bbox=None if box is None else _bbox(box, 1),
-                medoid_hash=None if box is None else hashes.get(int(box[5]))))
+                medoid_face_id=None if r[3] is None else int(r[3]), medoid_bbox=bbox,
+                medoid_hash=photo if bbox is not None else None))
         return out
 
     def _photo_hashes(self, con: duckdb.DuckDBPyConnection,

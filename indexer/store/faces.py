@@ -43,6 +43,9 @@ class FacesMixin:
         for table in ("face_pins", "face_rejections"):
             con.execute(f"DELETE FROM {table} WHERE face_id IN (SELECT unnest(?))", [face_ids])
         con.execute("DELETE FROM faces WHERE face_id IN (SELECT unnest(?))", [face_ids])
+        # a deleted medoid's box and photo go from its cluster's copy (StoreBase.sync_medoids)
+        con.execute("UPDATE clusters SET medoid_of = NULL WHERE medoid_face_id IN "
+                    "(SELECT unnest(?))", [face_ids])
         if affected:
             con.execute(
                 "UPDATE clusters SET size = (SELECT count(*) FROM faces f "

@@ -112,3 +112,45 @@ def test_the_catalog_version_tells_every_commit_apart(web_settings: Settings) ->
             store.set_meta("test_reads", f"open {i}")
             seen.append(browse.catalog_version(web_settings))
     assert len(set(seen)) == len(seen)
+
+
+def _medoid_copies(settings: Settings) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """Each cluster's copy of its medoid's box and photo hash, and what it should be."""
+    with Store.open(settings, read_only=True) as store, store._read() as con:  # noqa: SLF001
+        kept = {int(r[0]): (r[1], r[2:]) for r in con.execute(
+            "SELECT cluster_id, medoid_of, medoid_x1, medoid_y1, medoid_x2, medoid_y2, "
+            "medoid_hash FROM clusters").fetchall()}
+        truth = {int(r[0]): (r[1], r[2:]) for r in con.execute(
+            "SELECT c.cluster_id, c.medoid_face_id, f.x1, f.y1, f.x2, f.y2, i.content_hash "
+            "FROM clusters c LEFT JOIN faces f ON f.face_id = c.medoid_face_id "
+            "LEFT JOIN images i ON i.image_id = f.image_id").fetchall()}
+    return kept, truth
+
+
+def test_each_cluster_keeps_its_medoids_box_in_step(web_settings: Settings) -> None:
+    """The People page reads the medoid's box and photo hash from the cluster row: the store
+    keeps that copy in step through corrections, undo and a deleted photo."""
+    from indexer import corrections
+
+    kept, truth = _medoid_copies(web_settings)
+    assert kept == truth and any(v[1][0] is not None for v in kept.values())
+    first = service.people(web_settings)[0]
+    cid, medoid = first["cluster_id"], first["medoid_face_id"]
+    corrections.reject(web_settings, [medoid], cid)  # the medoid leaves: another stands in
+    kept, truth = _medoid_copies(web_settings)
+    assert kept == truth and kept[cid][0] != medoid
+    corrections.undo(web_settings)
+    kept, truth = _medoid_copies(web_settings)
+    assert kept == truth
+    page = browse.people_page(web_settings)
+    shown = next(p for p in page.people if p.cluster_id == cid)
+    assert shown.medoid_bbox is not None and shown.medoid_hash is not None
+    # the medoid's photo is deleted: no box of a face that is gone
+    face = browse.faces(web_settings, [shown.medoid_face_id])[0]
+    with Store.open(web_settings) as store, store.transaction() as con:
+        store.clear_faces(con, face.image_id)
+    kept, truth = _medoid_copies(web_settings)
+    assert kept == truth
+    after = {p.cluster_id: p for p in browse.people_page(web_settings).people}
+    if cid in after and after[cid].medoid_face_id == shown.medoid_face_id:
+        assert after[cid].medoid_bbox is None
