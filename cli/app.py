@@ -68,9 +68,8 @@ def index(
              "machine; with ADDRESS (auto, ray://HOST:PORT or HOST:PORT): join that cluster.")
     ] = None,
     ray_read: Annotated[str, typer.Option(
-        "--ray-read", help="How Ray workers get photos: driver (bytes sent from this machine), "
-             "shared (workers read the same path), or auto: shared on a one-machine Ray, else "
-             "driver.")] = "auto",
+        "--ray-read", help="How Ray workers get photos: driver (bytes sent from this machine; "
+             "needs no shared storage) or shared (workers read the same path).")] = "driver",
     ray_actors: Annotated[int | None, typer.Option(
         "--ray-actors", help="Ray actors holding the model (default: as many as fit).",
         show_default=False)] = None,

@@ -10,8 +10,10 @@ stream back in whatever order they finish, and the driver commits them in batche
 arrive: the catalog has one writer, with local indexing's transactions and crash safety.
 
 Workers get each photo in one of two ways (`read`):
-- "driver": a small Ray Data stage pinned to the driver's node reads the file and ships its
-  bytes through Ray's object store (works with no shared storage);
+- "driver" (the default): the bytes go from the driver's node through Ray's object store (works
+  with no shared storage). The driver has just read and hashed the files, so up to INLINE_BYTES
+  in all it puts them in the dataset's blocks itself; a larger run reads them again in a small
+  Ray Data stage pinned to the driver's node;
 - "shared": the actor reads the path itself (every node mounts the photos at the same path).
 Either way the worker hashes what it read; a file that changed since the driver hashed it is
 left for the next run rather than stored under the wrong hash.
@@ -41,18 +43,18 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-READ_MODES = ("auto", "driver", "shared")
+READ_MODES = ("driver", "shared")
 LOCAL = "local"
 """`--ray` without an ADDRESS: start a Ray instance on this machine for this run."""
 LOOPBACK = "127.0.0.1"
 """A local instance listens on the loopback address only."""
 ROWS_PER_BLOCK = 16
 """Most files per Ray Data block: results come back a block at a time."""
-BLOCKS_PER_ACTOR = 16
-"""Fewest blocks per actor (down to one file a block). Ray Data queues two blocks on each actor,
-so a run's last blocks decide how long the other actors wait idle at its end: with blocks of 7
-files (the old 4 blocks per actor) the 60 photos of scripts/bench_ray.py ended with one actor
-alone on the full-size photos."""
+GUIDED_SHARE = 4
+"""Guided blocks: each block holds at most 1/(GUIDED_SHARE x actors) of the files not yet in a
+block, so blocks shrink to one file towards the end of a run. Ray Data queues two blocks on each
+actor, so the last blocks decide how long the other actors wait idle at the end; large blocks
+earlier cost fewer Ray tasks (each one costs CPU in the driver, the raylet and the actor)."""
 INLINE_BYTES = 256 * 2**20
 """--ray-read driver: when the files that need the model hold at most this many bytes in all,
 the driver, which has just read and hashed them, puts them in the dataset's own blocks (no read
@@ -72,9 +74,10 @@ class RayOptions:
     address: str = LOCAL
     """`local` (start Ray here), `auto` (the cluster this node belongs to), ray://HOST:PORT or
     HOST:PORT."""
-    read: str = "auto"
-    """How workers get the photos: "driver" (bytes from the driver's node), "shared" (the path),
-    or "auto": shared when the cluster is this one machine (measured faster), else driver."""
+    read: str = "driver"
+    """How workers get the photos: "driver" (bytes from the driver's node; the default: it needs
+    no shared storage, and on one machine it was as fast as "shared" or faster in most runs, see
+    README) or "shared" (each worker reads the path)."""
     actors: int | None = None
     """Actors holding the model; None: the cluster's CPUs (or GPUs) divided by what one needs."""
     cpus_per_actor: float = 1.0
@@ -133,9 +136,11 @@ def _import_ray() -> Any:
 class FaceActor:
     """A Ray Data actor: loads the face model once, then analyses one row at a time."""
 
-    def __init__(self, model_name: str, settings: Settings) -> None:
+    def __init__(self, model_name: str, settings: Settings, threads: int = 1) -> None:
         from .models import create_model
 
+        if settings.model_threads is None:  # as a local worker process: the CPUs it reserved
+            settings = replace(settings, model_threads=threads)
         self.settings = settings
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = create_model(model_name, settings)
@@ -185,6 +190,16 @@ class FaceActor:
             return "failed", f"model failed on Ray worker {self.worker} " \
                              f"({type(exc).__name__}: {exc})"
         return "ok", (faces, photo.size)
+
+
+def block_sizes(files: int, actors: int) -> list[int]:
+    """Files per block, in dataset order: guided (see GUIDED_SHARE), at most ROWS_PER_BLOCK."""
+    sizes, left = [], files
+    while left:
+        size = max(1, min(ROWS_PER_BLOCK, left // (GUIDED_SHARE * max(1, actors))))
+        sizes.append(size)
+        left -= size
+    return sizes
 
 
 def _hash(data: bytes) -> str:
@@ -306,15 +321,13 @@ class RayAnalyzer:
             return
         self.start()
         actors = self.actors()
-        read = o.read if o.read != "auto" else \
-            "shared" if len([n for n in ray.nodes() if n.get("Alive")]) == 1 else "driver"
+        read = o.read
         inline = read == "driver" and held is not None
         if inline:
             for row, data in zip(rows, held or [], strict=True):
                 row["data"] = data
         held = None
-        per_block = max(1, min(ROWS_PER_BLOCK, len(rows) // (BLOCKS_PER_ACTOR * actors)))
-        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_block))
+        ds = ray.data.from_arrow(_blocks(rows, block_sizes(len(rows), actors)))
         if read == "driver" and not inline:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -325,7 +338,8 @@ class RayAnalyzer:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
         ds = ds.map_batches(
             FaceActor, fn_constructor_kwargs={"model_name": self.model_name,
-                                              "settings": self.settings},
+                                              "settings": self.settings,
+                                              "threads": max(1, int(o.cpus_per_actor))},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=o.cpus_per_actor,
             num_gpus=o.gpus_per_actor or None)
@@ -347,6 +361,23 @@ class RayAnalyzer:
             log.warning("%d files got no result from Ray; the next run indexes them",
                         len(pending))
         log.info("Ray actors that returned results: %s", ", ".join(sorted(self.workers)))
+
+
+def _blocks(rows: list[dict[str, Any]], sizes: list[int]) -> list[Any]:
+    """The rows as Arrow tables of these sizes (one Ray Data block each)."""
+    import pyarrow as pa  # (Ray Data's own dependency)
+
+    tables, start = [], 0
+    for size in sizes:
+        part = rows[start:start + size]
+        start += size
+        columns = {"key": pa.array([r["key"] for r in part], pa.int64()),
+                   "path": pa.array([r["path"] for r in part], pa.string()),
+                   "hash": pa.array([r["hash"] for r in part], pa.string())}
+        if "data" in part[0]:
+            columns["data"] = pa.array([r["data"] for r in part], pa.large_binary())
+        tables.append(pa.table(columns))
+    return tables
 
 
 def _rows(ray: Any, ds: Any) -> Iterator[dict[str, Any]]:

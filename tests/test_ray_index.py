@@ -282,8 +282,8 @@ def test_driver_sigkill_then_plain_rerun_completes(cli, ray_head, photos: Path, 
             return True
         return False
 
-    proc = _run_and_watch(_index_cmd(home, photos, "--ray", address), env,
-                          kill_driver)  # --ray-read auto: shared on a one-machine Ray
+    proc = _run_and_watch(_index_cmd(home, photos, "--ray", address, "--ray-read", "shared"),
+                          env, kill_driver)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     partial = _catalog(home, check_faiss=False)
@@ -333,3 +333,12 @@ def test_ray_before_a_missing_path_names_the_path(cli, tmp_path: Path) -> None: 
     missing = tmp_path / "nowhere"
     result = cli("index", "--model", "dlib", "--ray", str(missing), ok=False)
     assert result.exit_code == 2 and f"{missing}: no such file or folder" in result.stderr
+
+
+@pytest.mark.parametrize("files", [1, 5, 60, 220, 5000])
+def test_guided_blocks_cover_every_file_and_shrink_to_one(files: int) -> None:
+    from indexer.distributed import ROWS_PER_BLOCK, block_sizes
+
+    sizes = block_sizes(files, actors=2)
+    assert sum(sizes) == files and sizes[-1] == 1
+    assert sizes == sorted(sizes, reverse=True) and max(sizes) <= ROWS_PER_BLOCK
