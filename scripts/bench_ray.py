@@ -13,17 +13,31 @@ Each mode indexes the same fixed photo set into a fresh home with `faceidx index
 Without --address a local Ray instance is started once (its start-up time, and Ray Data's first
 execution in this process, are reported apart). Each mode runs `--rounds` times, the order
 reversed every other round; the overheads are of the mean times, and per round.
+
+What a mode's time counts, alike for every mode: from opening a fresh store to the run's summary
+(scan, read and hash, plan, the model on every photo, the commits), including starting the
+model's workers cold and stopping them: local starts `--actors` processes that each load the
+model and stops them at the end; Ray runs one Ray Data execution that creates `--actors` actors
+that each load the model (a Ray worker process that imports Ray Data, then the model) and ends
+them. That is what each `faceidx index` run pays. Not counted: starting Ray itself, which a
+cluster pays once, not per run. Each run also prints when its first and last results came
+(seconds from its start) and the CPU seconds, sampled from /proc, of the model's processes
+(local workers or Ray actors, start-up included), the driver (this process: planning, commits,
+and for Ray, Ray Data's scheduling), and Ray's own processes (raylet, GCS, agents, Ray Data's
+helper actors): on one machine they all share the same cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +62,147 @@ def photo_set(faces: Path, lfw_count: int) -> list[Path]:
     return lfw[:: max(1, len(lfw) // lfw_count)][:lfw_count] + groups[:6] + full_size[:14]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _group(pid: int) -> tuple[str, str]:
+    """Whose CPU a process of this run is (the model's workers, the driver, or Ray's own), and
+    its name."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone", ""
+    name = " ".join(Path(w).name if w.startswith("/") else w
+                    for w in cmd.decode(errors="replace").split("\0")[:2])[:60]
+    return _group_of(pid, cmd), name
+
+
+def _group_of(pid: int, cmd: bytes) -> str:
+    if pid == os.getpid():
+        return "driver"
+    if cmd.startswith(b"ray::MapWorker") or b"spawn_main" in cmd:
+        return "model"  # a Ray Data actor holding the model, or a local worker process
+    if b"multiprocessing" in cmd:
+        return "driver"  # the local pool's resource tracker
+    return "ray"  # raylet, GCS, agents, idle workers, Ray Data's helper actors
+
+
+class CpuMeter:
+    """CPU seconds used by this process and its descendants while it runs, by `_group`: a
+    sampler thread reads /proc every 0.5 s (a process that exits loses at most its last 0.5 s).
+    Linux only; elsewhere it reports nothing."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> CpuMeter:
+        if Path("/proc/self/stat").exists():
+            self._read(first=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+            self._read()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self._read()
+
+    def _read(self, first: bool = False) -> None:
+        for pid in [os.getpid(), *_descendants(os.getpid())]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+            if first:
+                self.first[pid] = cpu
+            group, name = _group(pid)
+            if group != "gone":
+                self.last[pid] = group, cpu
+                self.names[pid] = name
+
+    def busiest(self, n: int = 8) -> list[tuple[float, str]]:
+        """The n processes that used the most CPU: (seconds, "group: name pid")."""
+        used = [(cpu - self.first.get(pid, 0.0), f"{group}: {self.names[pid]} {pid}")
+                for pid, (group, cpu) in self.last.items()]
+        return sorted(used, reverse=True)[:n]
+
+    def seconds(self) -> dict[str, float]:
+        out = {"model": 0.0, "driver": 0.0, "ray": 0.0}
+        for pid, (group, cpu) in self.last.items():
+            out[group] += cpu - self.first.get(pid, 0.0)
+        return out
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+@dataclass
+class Timing:
+    """One mode's run: wall seconds, when its first and last results came (seconds from its
+    start), photos, faces, CPU seconds by group."""
+
+    seconds: float
+    first_result: float
+    last_result: float
+    photos: int
+    faces: int
+    cpu: dict[str, float]
+    busiest: list[tuple[float, str]]
+
+
+class _FirstResult:
+    """Wraps an analyzer and notes when it yields its first and its last result."""
+
+    def __init__(self, inner: Analyzer, t0: float) -> None:
+        self.inner, self.t0 = inner, t0
+        self.first = self.last = float("nan")
+
+    def __call__(self, raws: Iterable[RawFile]) -> Iterator[tuple[RawFile, Any]]:
+        for result in self.inner(raws):
+            self.last = time.perf_counter() - self.t0
+            if self.first != self.first:  # nan: this is the first
+                self.first = self.last
+            yield result
+
+
 def run(settings: Settings, home: str, library: Path, model: Any,
-        analyzer: Analyzer | None = None) -> tuple[float, int, int]:
-    """Seconds, photos indexed and faces added for one fresh index of `library`."""
+        analyzer: Analyzer | None = None) -> Timing:
+    """One fresh index of `library`, timed from opening the store to the summary."""
     run_settings = replace(settings, home=settings.home.parent / home)
-    t = time.perf_counter()
-    with Store.open(run_settings, model.info) as store, \
-            Indexer(store, model, run_settings, analyzer=analyzer) as indexer:
-        summary = indexer.index([library])
-    return time.perf_counter() - t, summary.new + summary.failed, summary.faces_added
+    with CpuMeter() as meter:
+        t = time.perf_counter()
+        with Store.open(run_settings, model.info) as store, \
+                Indexer(store, model, run_settings, analyzer=analyzer) as indexer:
+            first = indexer.analyzer = _FirstResult(indexer.analyzer, t)
+            summary = indexer.index([library])
+            if analyzer is None:
+                model.close()  # the local worker processes end with the run, as Ray's actors do
+        seconds = time.perf_counter() - t
+    return Timing(seconds, first.first, first.last, summary.new + summary.failed,
+                  summary.faces_added, meter.seconds(), meter.busiest())
 
 
 class Recorder:
@@ -93,6 +239,8 @@ def main() -> None:
                         help="rounds of every mode; even rounds run the modes in reverse order "
                              "(local, driver, shared, shared, driver, local), so a load that "
                              "drifts during the run weighs on every mode alike")
+    parser.add_argument("--cpu-detail", action="store_true",
+                        help="after each run, its busiest processes and their CPU seconds")
     args = parser.parse_args()
 
     photos = photo_set(args.faces, args.lfw)
@@ -104,7 +252,8 @@ def main() -> None:
             shutil.copy2(p, library / f"{i:04d}_{p.name}")
         settings = replace(settings_mod.load({"home": work / "home"}), workers=args.actors)
         print(f"{len(photos)} photos, model {args.model}, {args.actors} worker processes (local) "
-              f"or Ray actors of 1 CPU, batch {settings.batch_size}, {args.rounds} rounds")
+              f"or Ray actors of 1 CPU, batch {settings.batch_size}, {args.rounds} rounds",
+              flush=True)
         local_model = create_model(args.model, settings, parallel=True)
         local_model.load()
 
@@ -117,53 +266,71 @@ def main() -> None:
         analyzers[reads[0]].start()
         warm_up(analyzers[reads[0]])
         print(f"Ray start-up (once per run of faceidx --ray, not counted below): "
-              f"{time.perf_counter() - t0:.1f} s")
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
 
         recorder = Recorder(analyzers[reads[0]])
-        times: dict[str, list[float]] = {}
-        counts: dict[str, tuple[int, int]] = {}
+        timings: dict[str, list[Timing]] = {}
         modes = ["local", *reads]
         runs = 0
         for r in range(args.rounds):
             for mode in modes if r % 2 == 0 else modes[::-1]:
                 runs += 1
-                if mode == "local":
-                    t, n, faces = run(settings, f"home-{runs}", library, local_model)
-                    local_model.close()  # type: ignore[attr-defined]  (each run starts its own)
-                else:
-                    analyzer = recorder if not recorder.seen and mode == reads[0] else \
-                        analyzers[mode]
-                    t, n, faces = run(settings, f"home-{runs}", library, local_model, analyzer)
-                times.setdefault(mode, []).append(t)
-                counts[mode] = n, faces
-                print(f"  round {r + 1} {mode:6s}: {t:6.1f} s  {n / t:5.2f} photos/s  "
-                      f"{faces} faces", flush=True)
+                analyzer = None if mode == "local" else \
+                    recorder if not recorder.seen and mode == reads[0] else analyzers[mode]
+                tm = run(settings, f"home-{runs}", library, local_model, analyzer)
+                timings.setdefault(mode, []).append(tm)
+                print(f"  round {r + 1} {mode:6s}: {tm.seconds:5.1f} s  "
+                      f"{tm.photos / tm.seconds:5.2f} photos/s  {tm.faces} faces; results from "
+                      f"{tm.first_result:4.1f} s to {tm.last_result:4.1f} s; CPU s: "
+                      + _cpu_text(tm.cpu), flush=True)
+                if args.cpu_detail:
+                    for cpu, who in tm.busiest:
+                        print(f"      {cpu:5.1f} s  {who}")
         analyzers[reads[0]].close()
-        t_local = sum(times["local"]) / len(times["local"])
-        n, faces = counts["local"]
-        print(f"local processes: {t_local:6.1f} s  {n / t_local:6.2f} photos/s  {faces} faces "
-              f"(mean of {len(times['local'])})")
-        for read in reads:
-            t = sum(times[read]) / len(times[read])
-            n_ray, faces_ray = counts[read]
-            print(f"ray --ray-read {read:6s}: {t:6.1f} s  {n_ray / t:6.2f} photos/s  "
-                  f"{faces_ray} faces  (overhead against local {t / t_local - 1:+.0%}; per round "
-                  + ", ".join(f"{a / b - 1:+.0%}" for a, b in zip(times[read], times["local"],
-                                                                 strict=True)) + ")")
+        for mode in modes:
+            summarize(mode, timings[mode], timings["local"])
+        n, local = timings["local"][0].photos, _mean(r.seconds for r in timings["local"])
 
         copies = work / "copies"
         copies.mkdir()
         for f in sorted(library.iterdir()):
             for c in range(args.copies):  # distinct bytes, so none is a copy of another
                 (copies / f"{c}~{f.name}").write_bytes(f.read_bytes() + bytes([c]))
-        t_w, n_w, faces_w = run(settings, "home-writer", copies, local_model,
-                                replay(recorder.seen))
+        writer = run(settings, "home-writer", copies, local_model, replay(recorder.seen))
+        t_w, n_w, faces_w = writer.seconds, writer.photos, writer.faces
         print(f"single writer (model free): {n_w / t_w:7.1f} photos/s  {faces_w / t_w:7.1f} "
               f"faces/s committed ({n_w} photos, {faces_w} faces in {t_w:.1f} s)")
-        print(f"one driver can feed about {(n_w / t_w) / (n / t_local):.0f} machines like this "
+        print(f"one driver can feed about {(n_w / t_w) / (n / local):.0f} machines like this "
               "one (writer photos/s over local photos/s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def summarize(mode: str, runs: list[Timing], local: list[Timing]) -> None:
+    """One mode's means, and its overhead against local processes (of the mean times, and
+    round by round)."""
+    t = _mean(r.seconds for r in runs)
+    n, faces = runs[0].photos, runs[0].faces
+    name = "local processes" if mode == "local" else f"ray --ray-read {mode}"
+    line = f"{name:22s}: {t:5.1f} s  {n / t:5.2f} photos/s  {faces} faces (mean of {len(runs)})"
+    if runs is not local:
+        t_local = _mean(r.seconds for r in local)
+        line += f"  overhead {t / t_local - 1:+.0%} (rounds " + ", ".join(
+            f"{a.seconds / b.seconds - 1:+.0%}" for a, b in zip(runs, local, strict=True)) + ")"
+    first = _mean(r.first_result for r in runs)
+    last = _mean(r.last_result for r in runs)
+    cpu = {k: _mean(r.cpu[k] for r in runs) for k in runs[0].cpu}
+    print(line + f"\n    {'':22s}  results from {first:.1f} s to {last:.1f} s; CPU s: "
+          + _cpu_text(cpu))
 
 
 class _Echo:
