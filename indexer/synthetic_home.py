@@ -1,7 +1,8 @@
 """An index home of N synthetic faces, written through the store's real write path.
 
 For benchmarks and for trying commands at a scale no photo folder here has: identities come from
-`clustering.synthetic.make_identities` on the chosen model's distance scale, a photo holds one
+`clustering.synthetic.make_identities` on the chosen model's distance scale (isotropic), or
+from `synthetic_fit.make_like` with statistics measured on real faces; a photo holds one
 to three faces, and every row goes in through `Store.add_images` / `Store.add_faces_many`, the
 bulk inserts indexing uses. Photo paths use the `synthetic://` scheme, which no folder path can
 start with, so `index` and `watch` never take them for files of theirs (nor forget them as gone);
@@ -24,6 +25,7 @@ from .clustering.synthetic import make_identities
 from .models import create_model, distance_scale
 from .settings import Settings
 from .store import NewImage, Store
+from .synthetic_fit import EmbeddingStats, make_like
 from .types import FaceResult, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -57,14 +59,22 @@ def model_info(name: str, settings: Settings) -> ModelInfo:
 
 
 def build(settings: Settings, n_faces: int, model_name: str, *, seed: int = 0,
-          clusters: str = "truth", named: int = 10,
+          clusters: str = "truth", named: int = 10, like: EmbeddingStats | None = None,
           progress: Callable[[int, int], None] | None = None) -> SyntheticHomeReport:
-    """Add `n_faces` synthetic faces to the (new or synthetic) home at settings.home."""
+    """Add `n_faces` synthetic faces to the (new or synthetic) home at settings.home: drawn
+    from `like` (statistics measured on real faces, `indexer.synthetic_fit`) when given, else
+    isotropic identities on the model's distance scale."""
     info = model_info(model_name, settings)
-    scale = distance_scale(model_name)
-    data = make_identities(n_faces, info.dim, seed=seed,
-                           between_distance=min(0.57 * scale, 1.3),
-                           within_distance=min(0.31 * scale, 1.0))
+    if like is not None:
+        if like.dim != info.dim:
+            raise ValueError(f"the statistics are of {like.dim}-d faces; {model_name} makes "
+                             f"{info.dim}-d ones")
+        data = make_like(like, n_faces, seed=seed)
+    else:
+        scale = distance_scale(model_name)
+        data = make_identities(n_faces, info.dim, seed=seed,
+                               between_distance=min(0.57 * scale, 1.3),
+                               within_distance=min(0.31 * scale, 1.0))
     rng = np.random.default_rng(seed + 1)
     per_photo = _faces_per_photo(n_faces, rng)
     starts = np.concatenate([[0], np.cumsum(per_photo)])
@@ -73,8 +83,10 @@ def build(settings: Settings, n_faces: int, model_name: str, *, seed: int = 0,
         t0 = time.perf_counter()
         face_ids = _write(store, data.embeddings, per_photo, starts, seed, rng, progress)
         write_seconds = time.perf_counter() - t0
-        store.set_meta("synthetic", json.dumps({"faces": n_faces, "model": model_name,
-                                                "seed": seed, "scheme": SCHEME}))
+        store.set_meta("synthetic", json.dumps({
+            "faces": n_faces, "model": model_name, "seed": seed, "scheme": SCHEME,
+            "generator": "isotropic" if like is None else
+            f"fitted to {like.faces} real faces of {like.identities} identities"}))
         t1 = time.perf_counter()
         store.save_faiss()
         index_seconds = time.perf_counter() - t1

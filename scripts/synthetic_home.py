@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from indexer import settings as settings_mod
+from indexer.synthetic_fit import EmbeddingStats
 from indexer.synthetic_home import CLUSTER_CHOICES, build
 
 
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clusters", choices=CLUSTER_CHOICES, default="truth")
     ap.add_argument("--named", type=int, default=10, help="name this many largest clusters")
+    ap.add_argument("--like", type=Path, default=None, metavar="STATS",
+                    help="draw faces from statistics measured on real faces (a file from "
+                    "scripts/bench_search.py --stats-out) instead of isotropic identities")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -45,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     report = build(settings, args.faces, args.model, seed=args.seed, clusters=args.clusters,
-                   named=args.named, progress=progress)
+                   named=args.named, progress=progress,
+                   like=None if args.like is None else EmbeddingStats.load(args.like))
     seconds = time.perf_counter() - start
     print(f"home {settings.home}: {report.faces} faces in {report.images} photos, "
           f"{report.identities} identities, {report.clusters} clusters")

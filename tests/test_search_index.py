@@ -188,3 +188,33 @@ def test_base_ids_sidecar_names_its_base(settings: Settings) -> None:
     sidecars = list(ivf.faiss_path.parent.glob("faces.ids-*.npy"))
     assert len(sidecars) == 1 and np.load(sidecars[0]).tolist() == ids + more
     assert persisted_ids(ivf.faiss_path, 16).tolist() == ids + more
+
+
+def test_centroids_cache_follows_every_change_to_the_clusters(settings: Settings) -> None:
+    """`centroids()` reads a cache file while the clusters are unchanged; a change by any
+    writer (which knows nothing of the cache) makes readers read the catalog again."""
+    from indexer import corrections
+    from indexer.synthetic_home import build
+
+    build(settings, 400, "dlib", named=0)
+    with Store.open(settings, read_only=True) as store:
+        ids, centroids, sizes = store.centroids()
+    cache = settings.home / "centroids.npz"
+    assert cache.is_file() and len(ids) > 10
+    with np.load(cache) as data:
+        saved = {key: data[key] for key in data.files}
+    np.savez(cache, **{**saved, "centroids": np.ones_like(saved["centroids"])})
+    with Store.open(settings, read_only=True) as store:  # unchanged clusters: the file is used
+        assert (store.centroids()[1] == 1.0).all()
+    with Store.open(settings, DLIB) as store, store.transaction() as con:
+        store.set_centroid(con, int(ids[0]), centroids[0] * 0.5, int(sizes[0]))
+    with Store.open(settings, read_only=True) as store:
+        got_ids, got, got_sizes = store.centroids()
+    assert got_ids.tolist() == ids.tolist() and got_sizes.tolist() == sizes.tolist()
+    np.testing.assert_allclose(got[0], centroids[0] * 0.5)
+    np.testing.assert_allclose(got[1:], centroids[1:])
+    corrections.merge(settings, int(ids[1]), int(ids[2]), force=True)
+    cache.write_bytes(b"not a cache")  # and an unreadable cache is read past
+    with Store.open(settings, read_only=True) as store:
+        after = store.centroids()[0].tolist()
+    assert int(ids[2]) not in after and int(ids[1]) in after and len(after) == len(ids) - 1

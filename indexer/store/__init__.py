@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..migrations import SCHEMA_VERSION
 from .base import StoreBase
 from .browse import BrowseMixin
+from .centroids import CentroidsMixin
 from .faces import FacesMixin
 from .history import HistoryMixin
 from .images import ImagesMixin
@@ -29,8 +30,8 @@ from .rows import (
 from .vectors import VectorsMixin
 
 
-class Store(BrowseMixin, HistoryMixin, PeopleMixin, FacesMixin, VectorsMixin, ImagesMixin,
-            StoreBase):
+class Store(BrowseMixin, HistoryMixin, CentroidsMixin, PeopleMixin, FacesMixin, VectorsMixin,
+            ImagesMixin, StoreBase):
     """DuckDB catalog plus FAISS cache of one index home."""
 
 

@@ -24,19 +24,6 @@ class PeopleMixin:
                 "SELECT cluster_id, name FROM people WHERE cluster_id IS NOT NULL").fetchall()
         return {int(c): str(n) for c, n in rows}
 
-    def centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cluster ids, their centroids (mean member vectors) and sizes, for assignment."""
-        with self._read() as con:
-            result = con.execute(
-                "SELECT cluster_id, centroid, size FROM clusters "
-                "WHERE size > 0 AND centroid IS NOT NULL ORDER BY cluster_id").fetchnumpy()
-        ids = np.asarray(result["cluster_id"], dtype=np.int64)
-        dim = self.model.dim
-        if len(ids) == 0:
-            return ids, np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        vectors = np.frombuffer(b"".join(result["centroid"]), dtype=np.float32)
-        return ids, vectors.reshape(len(ids), dim).copy(), np.asarray(result["size"], np.int64)
-
     def centroids_without(self, face_ids: Sequence[int]) -> dict[int, np.ndarray | None]:
         """For each cluster holding one of `face_ids`: the mean vector of its other members
         (None when it has no other), as its centroid would be without those faces."""

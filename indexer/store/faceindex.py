@@ -1,0 +1,209 @@
+"""The search index a reader sees (`FaceIndex`: base minus removed ids, plus an exact index of
+additions) and how a base index is built: exact below the IVF threshold, IVF-Flat above.
+
+The store (`vectors.py`) owns the files; this module holds no paths, so benchmarks build and
+search exactly what the store would (scripts/bench_search.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IVF_POINTS_PER_LIST = 40
+"""Training sample per IVF list (faiss warns below 39)."""
+SERIAL_QUERIES = 16
+"""Fewer query faces than this are searched on one thread: OpenMP's threads cost more than they
+save for a few queries (on a busy 2-core machine 13.6 ms of CPU per query face against 0.6 ms
+on one thread, exact search over 10k faces)."""
+
+
+class FaceIndex:
+    """What a search sees: the base index minus removed ids, plus an exact index of additions."""
+
+    def __init__(self, base: Any, base_ids: np.ndarray, dim: int, nprobe: int, *,
+                 ids_sorted: bool = False) -> None:
+        import faiss
+
+        self.base = base
+        self.base_ids = base_ids if ids_sorted else np.sort(np.asarray(base_ids, np.int64))
+        self._base_signature: tuple[int, int, int] | None = None
+        self.dim = dim
+        self.nprobe = nprobe
+        self.removed: set[int] = set()
+        self.added = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._added_ids: set[int] = set()
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.base_ids) - len(self.removed) + len(self._added_ids)
+
+    @property
+    def is_ivf(self) -> bool:
+        return not hasattr(self.base, "id_map")
+
+    def _in_base(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.base_ids, ids)
+        pos = np.minimum(pos, max(len(self.base_ids) - 1, 0))
+        return (self.base_ids[pos] == ids) if len(self.base_ids) else np.zeros(len(ids), bool)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add faces; ids already present are skipped (replaying a log twice is harmless)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        keep = ~self._in_base(ids) & np.asarray([i not in self._added_ids for i in ids.tolist()],
+                                               dtype=bool)
+        if keep.any():
+            self.added.add_with_ids(np.ascontiguousarray(vectors[keep], dtype=np.float32),
+                                    ids[keep])
+            self._added_ids.update(ids[keep].tolist())
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        in_base = self._in_base(ids)
+        self.removed.update(ids[in_base].tolist())
+        extra = [i for i in ids[~in_base].tolist() if i in self._added_ids]
+        if extra:
+            self.added.remove_ids(np.asarray(extra, dtype=np.int64))
+            self._added_ids.difference_update(extra)
+
+    def ids(self) -> np.ndarray:
+        base = self.base_ids
+        if self.removed:
+            base = base[~np.isin(base, np.fromiter(self.removed, np.int64, len(self.removed)))]
+        added = np.fromiter(self._added_ids, np.int64, len(self._added_ids))
+        return np.sort(np.concatenate([base, added]))
+
+    def signature(self) -> tuple[int, int, int]:
+        """(count, sum, xor) of the ids a search sees, from the base's (computed once) and the
+        changes beside it: removed ids are base ids, added ones are not (see add, remove)."""
+        if self._base_signature is None:
+            self._base_signature = _signature(np.asarray(self.base_ids))
+        count, total, xor = self._base_signature
+        for ids, sign in ((self.removed, -1), (self._added_ids, 1)):
+            if ids:
+                arr = np.fromiter(ids, np.int64, len(ids))
+                count += sign * len(arr)
+                total += sign * int(arr.sum())
+                xor ^= int(np.bitwise_xor.reduce(arr))
+        return count, total, xor
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inner products and ids of the k best faces per query (id -1 where fewer exist)."""
+        import faiss
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(queries) < SERIAL_QUERIES:
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                return self._search(queries, k)
+            finally:
+                faiss.omp_set_num_threads(threads)
+        return self._search(queries, k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        parts = []
+        if len(self.base_ids) > len(self.removed):
+            sel = None
+            if self.removed:
+                sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(
+                    np.fromiter(self.removed, np.int64, len(self.removed))))
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=sel) if self.is_ivf \
+                else (faiss.SearchParameters(sel=sel) if sel is not None else None)
+            parts.append(self.base.search(queries, k, params=params))
+        if self._added_ids:
+            parts.append(self.added.search(queries, min(k, len(self._added_ids))))
+        if not parts:
+            return (np.full((len(queries), k), -np.inf, np.float32),
+                    np.full((len(queries), k), -1, np.int64))
+        sims = np.concatenate([p[0] for p in parts], axis=1)
+        ids = np.concatenate([p[1] for p in parts], axis=1)
+        sims = np.where(ids < 0, -np.inf, sims)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _signature(ids: np.ndarray) -> tuple[int, int, int]:
+    if len(ids) == 0:
+        return 0, 0, 0
+    return len(ids), int(ids.sum()), int(np.bitwise_xor.reduce(ids))
+
+
+def _base_ids(index: Any) -> np.ndarray:
+    import faiss
+
+    if hasattr(index, "id_map"):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    invlists = faiss.extract_index_ivf(index).invlists
+    parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+             for i in range(invlists.nlist) if invlists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def ivf_lists(n_faces: int) -> int:
+    """IVF lists for n faces: a power of two near 2 sqrt(n)."""
+    return 1 << max(4, round(math.log2(2 * math.sqrt(max(n_faces, 1)))))
+
+
+def _is_ivf(index: Any) -> bool:
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return False
+    return True
+
+
+def faiss_nlist(index: Any) -> int:
+    import faiss
+
+    return int(faiss.extract_index_ivf(index).nlist)
+
+
+
+
+IVF_KINDS = ("flat", "sq8")
+"""How an IVF base stores its vectors: float32 as given, or 8 bits per dimension (a quarter of
+the bytes to scan and to map; scripts/bench_search.py measures both)."""
+
+
+def build_base(ids: np.ndarray, vectors: np.ndarray, dim: int, nlist: int | None,
+               kind: str = "flat") -> Any:
+    """A base index of these faces: exact (an ID map over a flat inner-product index) when
+    nlist is None, else IVF with nlist lists trained on a sample of them, storing vectors as
+    `kind` (IVF_KINDS)."""
+    import faiss
+
+    if nlist is None:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if len(ids):
+            index.add_with_ids(vectors, ids)
+        return index
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "sq8":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist,
+                                              faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT, False)
+    elif kind == "flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"unknown IVF kind {kind!r}; one of {', '.join(IVF_KINDS)}")
+    index.cp.max_points_per_centroid = IVF_POINTS_PER_LIST
+    rng = np.random.default_rng(0)
+    sample = vectors[np.sort(rng.choice(len(ids), min(len(ids), nlist * IVF_POINTS_PER_LIST),
+                                        replace=False))]
+    log.info("training IVF search index (%d lists, %s) on %d of %d faces", nlist, kind,
+             len(sample), len(ids))
+    index.train(sample)
+    step = 200_000
+    for start in range(0, len(ids), step):
+        index.add_with_ids(vectors[start:start + step], ids[start:start + step])
+    return index
