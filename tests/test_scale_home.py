@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -127,3 +128,32 @@ def test_export_of_a_synthetic_home_has_no_photo_warnings(settings: Settings,
     folders = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     assert any(p.name.endswith("Synthetic_Person_1") for p in folders)
     assert all((p / "thumbnail_grid.png").exists() for p in folders)
+
+
+def test_fitted_synthetic_faces_keep_the_measured_distances(settings: Settings,
+                                                            tmp_path: Path) -> None:
+    """synthetic_fit measures mean and between/within-identity covariances on labelled faces
+    and draws unit vectors whose same- and different-identity distances match the source's;
+    synthetic_home --like builds a home from the saved statistics."""
+    from indexer.clustering.synthetic import make_identities
+    from indexer.synthetic_fit import EmbeddingStats, fit, make_like
+
+    def medians(x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        x, labels = x[:1500], labels[:1500]
+        d = np.sqrt(np.maximum(2 - 2 * x @ x.T, 0))
+        same = labels[:, None] == labels[None, :]
+        off = ~np.eye(len(x), dtype=bool)
+        return float(np.median(d[same & off])), float(np.median(d[~same]))
+
+    source = make_identities(4000, 32, seed=1)
+    stats = fit(source.embeddings, source.identities)
+    stats.save(tmp_path / "stats.npz")
+    stats = EmbeddingStats.load(tmp_path / "stats.npz")
+    drawn = make_like(stats, 4000, seed=2)
+    assert drawn.embeddings.shape == (4000, 32)
+    np.testing.assert_allclose(np.linalg.norm(drawn.embeddings, axis=1), 1.0, atol=1e-5)
+    for want, got in zip(medians(source.embeddings, source.identities),
+                         medians(drawn.embeddings, drawn.identities), strict=True):
+        assert abs(got - want) < 0.1 * want, (want, got)
+    with pytest.raises(ValueError, match="32-d"):
+        build(settings, 100, "dlib", like=stats)  # dlib faces are 128-d
