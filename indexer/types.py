@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # the light commands never import numpy (cli/fastpath.py)
+    import numpy as np
+    import numpy.typing as npt
 
-Vector = npt.NDArray[np.float32]
+Vector: TypeAlias = "npt.NDArray[np.float32]"
 """One L2-normalised embedding, shape (dim,)."""
-Matrix = npt.NDArray[np.float32]
+Matrix: TypeAlias = "npt.NDArray[np.float32]"
 """Embeddings stacked row-wise, shape (n, dim)."""
 BBox = tuple[float, float, float, float]
 """x1, y1, x2, y2 in pixels of the upright (EXIF-rotated) full-resolution image."""

@@ -86,7 +86,8 @@ sys.argv = ["faceidx", *sys.argv[1:]]
 try:
     main()
 finally:
-    heavy = sorted(m for m in ("pydantic", "rich", "PIL", "torch", "dlib", "faiss", "filelock")
+    heavy = sorted(m for m in ("pydantic", "rich", "PIL", "torch", "dlib", "faiss", "filelock",
+                               "numpy")
                    if m in sys.modules)
     print("imported:", ",".join(heavy), file=sys.stderr)
 """
@@ -110,6 +111,10 @@ def test_light_commands_skip_heavy_imports_and_print_what_typer_prints(
         assert fast.stdout == runner.invoke(app, args).stdout
     named = _light(["name", "Synthetic Person 1", "Grace"], settings.home)
     assert named.returncode == 0, named.stderr
+    assert named.stderr.strip().endswith("imported:"), named.stderr
+    changes = _light(["history"], settings.home)
+    assert changes.returncode == 0 and "Grace" in changes.stdout, changes.stderr
+    assert changes.stderr.strip().endswith("imported:"), changes.stderr
     with Store.open(settings, read_only=True) as store:
         assert "Grace" in store.cluster_names().values()
     # What the fast path does not parse goes to Typer, with Typer's messages and exit codes.

@@ -12,16 +12,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import duckdb
-import numpy as np
 
 from ..errors import IndexBusy, IndexNotFound, ModelMismatch
 from ..migrations import apply_migrations
 from ..settings import Settings
 from ..types import ModelInfo
 from .attach import current as current_attached
+
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 
 from ..errors import NotFound
 from ..migrations import HISTORY_SINCE, MEDOIDS_SINCE
 from ..types import Matrix
 from .faces import id_filter
 from .rows import BrowseFace, BrowsePerson, Change, PhotoRow
+
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
 
 
 def _bbox(row: Sequence[Any], at: int) -> tuple[float, float, float, float] | None:
@@ -158,6 +160,8 @@ class BrowseMixin:
 
     def unassigned_faces(self, limit: int) -> tuple[np.ndarray, Matrix, int]:
         """The newest `limit` faces that belong to nobody: ids, vectors, and how many in all."""
+        import numpy as np
+
         with self._read() as con:
             result = con.execute(
                 "SELECT face_id, embedding, count(*) OVER () AS total FROM faces "

@@ -17,8 +17,11 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
+
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ class CentroidsMixin:
 
     def centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cluster ids, their centroids (mean member vectors) and sizes, for assignment."""
+        import numpy as np
+
         dim = self.model.dim
         with self._read() as con:
             row = con.execute(f"SELECT count(*), coalesce(sum(hash(cluster_id, size, centroid)), "
@@ -55,6 +60,8 @@ class CentroidsMixin:
 
     def _cached_centroids(self, signature: str
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        import numpy as np
+
         try:
             with np.load(self._centroids_path) as data:
                 if str(data["signature"]) != signature:
@@ -65,6 +72,8 @@ class CentroidsMixin:
 
     def _write_centroids(self, signature: str, ids: np.ndarray, centroids: np.ndarray,
                          sizes: np.ndarray) -> None:
+        import numpy as np
+
         path = self._centroids_path
         try:
             fd, tmp = tempfile.mkstemp(prefix=".centroids.", suffix=".tmp", dir=path.parent)

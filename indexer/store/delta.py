@@ -14,8 +14,11 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
+
 
 _MAGIC = b"FXD1"
 _HEADER = struct.Struct("<4sBII")  # magic, kind, count, dim
@@ -35,6 +38,8 @@ class DeltaReplay:
 
 
 def encode(kind: int, ids: np.ndarray, vectors: np.ndarray | None, dim: int) -> bytes:
+    import numpy as np
+
     ids = np.ascontiguousarray(ids, dtype="<i8")
     payload = _HEADER.pack(_MAGIC, kind, len(ids), dim) + ids.tobytes()
     if kind == ADD:
@@ -58,6 +63,8 @@ def append(path: Path, records: list[bytes], *, valid_bytes: int | None = None) 
 
 def replay(path: Path, dim: int) -> DeltaReplay:
     """Read the log up to its last whole record and fold it."""
+    import numpy as np
+
     out = DeltaReplay()
     try:
         data = path.read_bytes()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
+
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class FaceIndex:
     def __init__(self, base: Any, base_ids: np.ndarray, dim: int, nprobe: int, *,
                  ids_sorted: bool = False) -> None:
         import faiss
+        import numpy as np
 
         self.base = base
         self.base_ids = base_ids if ids_sorted else np.sort(np.asarray(base_ids, np.int64))
@@ -48,12 +51,16 @@ class FaceIndex:
         return not hasattr(self.base, "id_map")
 
     def _in_base(self, ids: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         pos = np.searchsorted(self.base_ids, ids)
         pos = np.minimum(pos, max(len(self.base_ids) - 1, 0))
         return (self.base_ids[pos] == ids) if len(self.base_ids) else np.zeros(len(ids), bool)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add faces; ids already present are skipped (replaying a log twice is harmless)."""
+        import numpy as np
+
         ids = np.asarray(ids, dtype=np.int64)
         keep = ~self._in_base(ids) & np.asarray([i not in self._added_ids for i in ids.tolist()],
                                                dtype=bool)
@@ -63,6 +70,8 @@ class FaceIndex:
             self._added_ids.update(ids[keep].tolist())
 
     def remove(self, ids: np.ndarray) -> None:
+        import numpy as np
+
         ids = np.asarray(ids, dtype=np.int64)
         in_base = self._in_base(ids)
         self.removed.update(ids[in_base].tolist())
@@ -72,6 +81,8 @@ class FaceIndex:
             self._added_ids.difference_update(extra)
 
     def ids(self) -> np.ndarray:
+        import numpy as np
+
         base = self.base_ids
         if self.removed:
             base = base[~np.isin(base, np.fromiter(self.removed, np.int64, len(self.removed)))]
@@ -81,6 +92,8 @@ class FaceIndex:
     def signature(self) -> tuple[int, int, int]:
         """(count, sum, xor) of the ids a search sees, from the base's (computed once) and the
         changes beside it: removed ids are base ids, added ones are not (see add, remove)."""
+        import numpy as np
+
         if self._base_signature is None:
             self._base_signature = _signature(np.asarray(self.base_ids))
         count, total, xor = self._base_signature
@@ -95,6 +108,7 @@ class FaceIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Inner products and ids of the k best faces per query (id -1 where fewer exist)."""
         import faiss
+        import numpy as np
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if len(queries) < SERIAL_QUERIES:
@@ -108,6 +122,7 @@ class FaceIndex:
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import faiss
+        import numpy as np
 
         parts = []
         if len(self.base_ids) > len(self.removed):
@@ -131,6 +146,8 @@ class FaceIndex:
 
 
 def _signature(ids: np.ndarray) -> tuple[int, int, int]:
+    import numpy as np
+
     if len(ids) == 0:
         return 0, 0, 0
     return len(ids), int(ids.sum()), int(np.bitwise_xor.reduce(ids))
@@ -138,6 +155,7 @@ def _signature(ids: np.ndarray) -> tuple[int, int, int]:
 
 def _base_ids(index: Any) -> np.ndarray:
     import faiss
+    import numpy as np
 
     if hasattr(index, "id_map"):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
@@ -181,6 +199,7 @@ def build_base(ids: np.ndarray, vectors: np.ndarray, dim: int, nlist: int | None
     nlist is None, else IVF with nlist lists trained on a sample of them, storing vectors as
     `kind` (IVF_KINDS)."""
     import faiss
+    import numpy as np
 
     if nlist is None:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))

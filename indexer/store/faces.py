@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 
 from ..types import FaceResult, Match, Matrix
 from .rows import Counts, StoredFace, distance_from_ip
+
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class FacesMixin:
                        per_image: Sequence[tuple[int, Sequence[FaceResult]]]) -> list[int]:
         """Store the faces of many images in one bulk insert; returns their new face ids in
         order. Ids come from the face counter (never reused), not from a max() per row."""
+        import numpy as np
+
         image_ids = [image_id for image_id, faces in per_image for _ in faces]
         faces = [f for _, image_faces in per_image for f in image_faces]
         if not faces:
@@ -83,6 +87,8 @@ class FacesMixin:
     def copy_faces(self, con: duckdb.DuckDBPyConnection, source_image_id: int,
                    target_image_id: int) -> list[int]:
         """Give a byte-identical copy of an image the same faces, without re-embedding."""
+        import numpy as np
+
         rows = con.execute(
             "SELECT x1, y1, x2, y2, landmarks, det_score, embedding FROM faces "
             "WHERE image_id = ? ORDER BY face_id", [source_image_id]).fetchall()
@@ -148,6 +154,8 @@ class FacesMixin:
 
     def embeddings(self, face_ids: Sequence[int] | None = None) -> tuple[np.ndarray, Matrix]:
         """Face ids (sorted) and their embeddings as one float32 matrix."""
+        import numpy as np
+
         where, params = ("TRUE", []) if face_ids is None else id_filter("face_id", face_ids)
         with self._read() as con:
             result = con.execute(f"SELECT face_id, embedding FROM faces WHERE {where} "
@@ -170,6 +178,8 @@ class FacesMixin:
         """Every face by face id, `page` at a time: face ids, image ids, cluster ids (-1 for
         none) and embeddings. Memory stays at one page whatever the index holds; read inside
         `snapshot()` so the pages agree with each other."""
+        import numpy as np
+
         after = -1
         dim = self.model.dim
         while True:
@@ -210,6 +220,8 @@ class FacesMixin:
 
     def search(self, vectors: Matrix, k: int) -> list[list[Match]]:
         """For each query vector, the k nearest indexed faces (Euclidean distance)."""
+        import numpy as np
+
         index = self.faiss_index()
         if index.ntotal == 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 
 from ..errors import Conflict, NotFound
 from .faces import id_filter
 from .rows import ClusterRow, ClusterSnapshot, ClusterState, PersonRow
+
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class PeopleMixin:
     def centroids_without(self, face_ids: Sequence[int]) -> dict[int, np.ndarray | None]:
         """For each cluster holding one of `face_ids`: the mean vector of its other members
         (None when it has no other), as its centroid would be without those faces."""
+        import numpy as np
+
         where, params = id_filter("face_id", face_ids)
         with self._read() as con:
             result = con.execute(
@@ -60,6 +64,8 @@ class PeopleMixin:
 
     def set_centroid(self, con: duckdb.DuckDBPyConnection, cluster_id: int,
                      centroid: np.ndarray, size: int) -> None:
+        import numpy as np
+
         con.execute(
             "UPDATE clusters SET centroid = ?, size = ?, updated_at = now() WHERE cluster_id = ?",
             [np.asarray(centroid, dtype=np.float32).tobytes(), int(size), int(cluster_id)])
@@ -85,6 +91,8 @@ class PeopleMixin:
     def link_candidates(self, face_ids: Sequence[int]
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Face ids, photo ids and vectors of those of `face_ids` in no cluster, by face id."""
+        import numpy as np
+
         with self._read() as con:
             result = con.execute(
                 "SELECT face_id, image_id, embedding FROM faces WHERE cluster_id IS NULL "
@@ -113,6 +121,8 @@ class PeopleMixin:
     # -- reclustering: a snapshot in, final ids out
     def cluster_snapshot(self) -> ClusterSnapshot:
         """Everything a recluster reads, in one consistent read (one transaction)."""
+        import numpy as np
+
         with self.transaction() as con:
             res = con.execute("SELECT face_id, embedding, coalesce(cluster_id, -1) AS cluster_id, "
                               "image_id FROM faces ORDER BY face_id").fetchnumpy()
@@ -140,6 +150,8 @@ class PeopleMixin:
 
     def _cluster_corrections(self, con: duckdb.DuckDBPyConnection, *,
                              with_faces: bool = False) -> ClusterState:
+        import numpy as np
+
         faces = np.zeros(0, dtype=np.int64)
         cids = np.zeros(0, dtype=np.int64)
         if with_faces:
@@ -181,6 +193,8 @@ class PeopleMixin:
         `clusters` are dropped unless in `keep` (named ones). Faces in `face_ids` that were
         deleted meanwhile stay deleted (rows are only updated, never inserted).
         """
+        import numpy as np
+
         assigned = np.where(cluster_ids >= 0, cluster_ids, -1).astype(np.int64)
         if fresh_from is not None:
             con.execute(
@@ -389,6 +403,8 @@ class PeopleMixin:
 
     def _refresh_cluster(self, con: duckdb.DuckDBPyConnection, cluster_id: int) -> None:
         """Recompute a cluster's size and centroid from its members."""
+        import numpy as np
+
         rows = con.execute("SELECT face_id, embedding FROM faces WHERE cluster_id = ? "
                            "ORDER BY face_id", [cluster_id]).fetchall()
         if not rows:

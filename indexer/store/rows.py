@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..types import BBox, Matrix
+
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
 
 
 def distance_from_ip(ip: np.ndarray) -> np.ndarray:
     """Euclidean distance between unit vectors from their inner product."""
+    import numpy as np
+
     return np.sqrt(np.clip(2.0 - 2.0 * ip, 0.0, None))
 
 

@@ -24,12 +24,13 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from . import delta as delta_log
 from .faceindex import FaceIndex, _base_ids, _is_ivf, build_base, faiss_nlist, ivf_lists
+
+if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class VectorsMixin:
     def nearest_face_ids(self, vectors: np.ndarray, k: int) -> np.ndarray:
         """The ids of the k stored faces nearest each vector (-1 pads); faces added in an open
         transaction are not among them until it commits."""
+        import numpy as np
+
         index = self.faiss_index()
         if index.ntotal == 0 or len(vectors) == 0:
             return np.full((len(vectors), 0), -1, dtype=np.int64)
@@ -112,6 +115,8 @@ class VectorsMixin:
     def _read_base_ids(self, base: Any) -> np.ndarray:
         """The base's face ids, sorted: memory-mapped from the sidecar written with it (a few
         pages read per lookup), else gathered from the base's lists and the sidecar written."""
+        import numpy as np
+
         key = _file_key(self.settings.faiss_path)
         sidecar = _ids_path(self.settings.faiss_path, key)
         try:
@@ -140,6 +145,8 @@ class VectorsMixin:
 
     @staticmethod
     def _apply_replay(view: FaceIndex, replay: delta_log.DeltaReplay) -> None:
+        import numpy as np
+
         if replay.removed:
             view.remove(np.fromiter(replay.removed, np.int64, len(replay.removed)))
         if replay.added:
@@ -148,6 +155,8 @@ class VectorsMixin:
 
     def _repair_faiss(self, view: FaceIndex) -> None:
         """Bring the index in step with the catalog: drop extra ids, add missing ones."""
+        import numpy as np
+
         have = view.ids()
         with self._read() as con:
             want = np.asarray(con.execute("SELECT face_id FROM faces").fetchnumpy()["face_id"],
@@ -197,6 +206,8 @@ class VectorsMixin:
         """After a commit: append the batch to the delta log (O(batch)); update a loaded view."""
         if not self._pending_add and not self._pending_remove:
             return
+        import numpy as np
+
         dim = self.model.dim
         records, faces = [], 0
         if self._pending_remove:
@@ -237,6 +248,8 @@ class VectorsMixin:
             return
         if not self._faiss_dirty and self.settings.faiss_path.exists():
             return
+        import numpy as np
+
         self._faiss_dirty = False
         catalog = self._catalog_signature()
         view, _ = self._persisted_view()
@@ -265,6 +278,7 @@ class VectorsMixin:
     def _write_base(self, base: Any) -> None:
         """Write the base atomically (temporary file, fsync, rename), then empty the log."""
         import faiss
+        import numpy as np
 
         path = self.settings.faiss_path
         fd, tmp = tempfile.mkstemp(prefix=".faces.", suffix=".faiss.tmp", dir=path.parent)
@@ -301,6 +315,8 @@ def _ids_path(faiss_path: Path, key: str) -> Path:
 def _write_ids(faiss_path: Path, key: str, ids: np.ndarray) -> None:
     """Write the sorted ids of the base file `key` names, atomically. A sidecar whose key no
     longer names the base (a crash between the two renames, a base replaced) is never read."""
+    import numpy as np
+
     target = _ids_path(faiss_path, key)
     fd, tmp = tempfile.mkstemp(prefix=".faces.ids.", suffix=".tmp", dir=faiss_path.parent)
     try:
