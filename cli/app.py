@@ -109,46 +109,10 @@ def index(
         typer.echo(f"failed: {path}: {reason}", err=True)
 
 
-@app.command()
-@handle_errors
-def query(
-    image: Annotated[Path, typer.Argument(help="A photo with one or more faces.")],
-    k: Annotated[int, typer.Option("--k", min=1, help="Matches per face.")] = 10,
-    home: HomeOption = None,
-    json_out: JsonOption = False,
-) -> None:
-    """Find the indexed faces most similar to each face in IMAGE."""
-    from indexer import service
-
-    settings = load_settings(home)
-    results = service.query_image(settings, image, k)
-    if not results:
-        if json_out:
-            echo_json([])
-        typer.echo(f"faceidx: no face found in {image}", err=True)
-        raise typer.Exit(1)
-    if json_out:
-        echo_json([r.to_json() for r in results])
-        return
-    for n, face in enumerate(results, 1):
-        x1, y1, x2, y2 = (round(v) for v in face.bbox)
-        typer.echo(f"face {n} at ({x1}, {y1}, {x2}, {y2}):")
-        for m in face.matches:
-            who = m.person or (f"cluster {m.cluster_id}" if m.cluster_id not in (None, -1)
-                               else "unassigned")
-            mark = "  (this photo: left out of the verdict)" if m.this_photo else ""
-            typer.echo(f"  {m.distance:.3f}  face {m.face_id:<6} {who:<20} {m.path}{mark}")
-            if m.assign_reason:
-                dist = "" if m.assign_distance is None else \
-                    f"; {m.assign_distance:.3f} from its centroid"
-                typer.echo(f"         {'':<11} ({m.assign_reason}{dist})")
-        typer.echo(f"  {face.verdict.line()}" if face.verdict is not None
-                   else "  nobody known yet: no people in the index (run `faceidx recluster`)")
-
-
 def _register_light(app: typer.Typer) -> None:
-    """List the light commands (cli/light.py) in Typer's help and hand their arguments on,
-    unparsed, to their one argparse declaration (the entry point runs them without Typer)."""
+    """List the light commands and `query` (cli/light.py) in Typer's help and hand their
+    arguments on, unparsed, to their one argparse declaration (the entry point runs them
+    without Typer)."""
     from cli import light
 
     def forwarder(command: str) -> Callable[[typer.Context], None]:

@@ -1,7 +1,8 @@
 """The `faceidx` entry point: light commands without Typer, everything else through Typer.
 
-`faceidx status`, `people`, `name` and `history` (cli/light.py, argparse) import neither Typer
-nor click nor pydantic, which together cost more than the work of `status` at a million faces.
+`faceidx status`, `people`, `name`, `history` and `query` (cli/light.py, argparse) import
+neither Typer nor click nor pydantic, which together cost more than the work of `status` at a
+million faces (and a third of `query`'s budget beside its model).
 Every other command, and `faceidx --help`, goes to the Typer app in cli/app.py.
 """
 

@@ -1,9 +1,11 @@
-"""The light commands, `status`, `people`, `name` and `history`, declared once, with argparse.
+"""The light commands, `status`, `people`, `name` and `history`, and `query`, declared once,
+with argparse.
 
-They must start fast at a million faces (issue 11: under 0.4 s cold), and importing Typer (with
-click and, for its parameter checks, pydantic) costs more than their work. So their options are
-declared here only, with the standard library's argparse, and `faceidx` runs them without
-importing Typer (`cli.fastpath.main`). The Typer app lists them too (`faceidx --help`) and hands
+They must start fast at a million faces (issue 11: the light ones under 0.4 s cold, and
+`query`'s own time beside its model under 0.3 s), and importing Typer (with click and, for its
+parameter checks, pydantic) costs more than their work. So their options are declared here
+only, with the standard library's argparse, and `faceidx` runs them without importing Typer
+(`cli.fastpath.main`). The Typer app lists them too (`faceidx --help`) and hands
 their arguments on to this module unparsed, so `CliRunner` tests and `faceidx status --help` go
 through the same parser and the same code. Results on stdout, errors as one line on stderr.
 """
@@ -77,6 +79,14 @@ def _history_parser() -> argparse.ArgumentParser:
     ap = _parser("history", "The corrections made so far, newest first; `faceidx undo` takes "
                  "back the newest.")
     ap.add_argument("--limit", type=_positive, default=50, help="How many changes.")
+    _json_flag(ap)
+    return ap
+
+
+def _query_parser() -> argparse.ArgumentParser:
+    ap = _parser("query", "Find the indexed faces most similar to each face in IMAGE.")
+    ap.add_argument("image", metavar="IMAGE", type=Path, help="A photo with one or more faces.")
+    ap.add_argument("--k", type=_positive, default=10, help="Matches per face.")
     _json_flag(ap)
     return ap
 
@@ -174,12 +184,44 @@ def history(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def query(args: argparse.Namespace) -> int:
+    from indexer import service
+
+    results = service.query_image(_settings(args), args.image, args.k)
+    if not results:
+        if args.json_out:
+            _echo_json([])
+        print(f"faceidx: no face found in {args.image}", file=sys.stderr)
+        return 1
+    if args.json_out:
+        _echo_json([r.to_json() for r in results])
+        return 0
+    lines = []
+    for n, face in enumerate(results, 1):
+        x1, y1, x2, y2 = (round(v) for v in face.bbox)
+        lines.append(f"face {n} at ({x1}, {y1}, {x2}, {y2}):")
+        for m in face.matches:
+            who = m.person or (f"cluster {m.cluster_id}" if m.cluster_id not in (None, -1)
+                               else "unassigned")
+            mark = "  (this photo: left out of the verdict)" if m.this_photo else ""
+            lines.append(f"  {m.distance:.3f}  face {m.face_id:<6} {who:<20} {m.path}{mark}")
+            if m.assign_reason:
+                dist = "" if m.assign_distance is None else \
+                    f"; {m.assign_distance:.3f} from its centroid"
+                lines.append(f"         {'':<11} ({m.assign_reason}{dist})")
+        lines.append(f"  {face.verdict.line()}" if face.verdict is not None
+                     else "  nobody known yet: no people in the index (run `faceidx recluster`)")
+    print("\n".join(lines))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
-                          Callable[[argparse.Namespace], None]]] = {
+                          Callable[[argparse.Namespace], int | None]]] = {
     "status": (_status_parser, status),
     "people": (_people_parser, people),
     "name": (_name_parser, name),
     "history": (_history_parser, history),
+    "query": (_query_parser, query),
 }
 """Each light command: its parser and what it runs."""
 
@@ -194,7 +236,7 @@ def run(command: str, argv: list[str]) -> int:
     make_parser, func = COMMANDS[command]
     args = make_parser().parse_args(argv)
     try:
-        func(args)
+        code = func(args) or 0
     except FaceidxError as exc:
         print(f"faceidx: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -204,7 +246,7 @@ def run(command: str, argv: list[str]) -> int:
     except BrokenPipeError:  # `faceidx people | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
+    return code
 
 
 def setup_logging(verbose: int) -> None:

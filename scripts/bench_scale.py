@@ -48,7 +48,7 @@ FACEIDX = [sys.executable, "-c", "import sys; from cli.fastpath import main; "
 QUERY_PROBE = """
 import sys, time
 t0 = time.perf_counter()
-import cli.app  # the query command's imports (its model aside)
+import cli.fastpath, cli.light  # the query command's imports (its model aside)
 import numpy as np
 from indexer import service, settings as settings_mod
 q = np.load(sys.argv[2])
