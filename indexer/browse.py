@@ -188,6 +188,17 @@ def recent_changes(source: Source, limit: int = 20) -> list[Change]:
         return store.recent_changes(limit)
 
 
+def history_stamp(source: Source) -> tuple[int, int] | None:
+    """Changes whenever the history does (the catalog file and its newest change's id, read
+    when the catalog was opened: no query), None when the catalog does not record it: what
+    `last_undoable` gives can be kept until this changes, across writes of other things."""
+    with reading(source) as store:
+        head = store.history_head
+    if head is None:
+        return None
+    return settings_of(source).catalog_path.stat().st_ino, head
+
+
 def last_undoable(source: Source) -> Change | None:
     """The correction an Undo would take back now, if any."""
     return next((c for c in recent_changes(source) if not c.undone and c.kind != "undo"),

@@ -50,6 +50,7 @@ class WebContext:
     _memo: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
     _memo_version: tuple[int, ...] | None = None
     _memo_lock: threading.Lock = field(default_factory=threading.Lock)
+    _kept: dict[Any, tuple[Any, Any]] = field(default_factory=dict)
 
     def read(self, key: Any, read: Callable[[], T]) -> T:
         """`read()`, or what it gave last time if the catalog has not changed since: a page
@@ -70,6 +71,21 @@ class WebContext:
                 self._memo[key] = value
                 while len(self._memo) > MEMO_ENTRIES:
                     self._memo.popitem(last=False)
+        return value
+
+    def kept(self, key: Any, stamp: Any, read: Callable[[], T]) -> T:
+        """`read()`, or what it gave last time under the same `stamp` (None: no stamp, read
+        every time): for what changes with one part of the catalog only, kept across writes
+        of the rest (the Undo bar's last change changes with the history alone)."""
+        if stamp is None:
+            return read()
+        with self._memo_lock:
+            hit = self._kept.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]  # type: ignore[no-any-return]
+        value = read()
+        with self._memo_lock:
+            self._kept[key] = (stamp, value)
         return value
 
     def reader(self) -> Reader:
@@ -224,7 +240,10 @@ def page_context(request: Request, reader: Reader | None = None) -> dict[str, An
 def last_change(ctx: WebContext, reader: Reader | None = None) -> Any:
     from indexer import browse
 
-    try:
-        return ctx.read("last_undoable", lambda: browse.last_undoable(reader or ctx.settings))
+    source = reader or ctx.settings
+    try:  # read again when the catalog changed, and then only if its history did
+        return ctx.read("last_undoable", lambda: ctx.kept(
+            "last_undoable", browse.history_stamp(source),
+            lambda: browse.last_undoable(source)))
     except FaceidxError:
         return None

@@ -45,6 +45,8 @@ class StoreBase:
         self._delta_faces = 0
         self._model: ModelInfo | None = None
         self._schema_at_open = 0  # the catalog's schema version when this Store opened it
+        # the newest history change's id when it opened (history.py; None: not recorded yet)
+        self.history_head: int | None = None
         # a long-running reader (the web app) reads through a kept instance (attach.py)
         self._attached = current_attached(settings.catalog_path) if read_only else None
 
@@ -247,8 +249,10 @@ class StoreBase:
         with self._read() as con:
             rows = dict(con.execute(
                 "SELECT key, value FROM meta WHERE key IN ('model_name', 'model_dim', "
-                "'model_weights', 'schema_version')").fetchall())
+                "'model_weights', 'schema_version', 'history_head')").fetchall())
         self._schema_at_open = int(rows.get("schema_version") or 0)
+        head = rows.get("history_head")
+        self.history_head = None if head is None else int(head)
         return _model_from_rows(rows)
 
     @property

@@ -61,6 +61,7 @@ class HistoryMixin:
             con.execute("INSERT INTO history (change_id, kind, summary, cluster_id, state) "
                         "VALUES (?, ?, ?, ?, ?)",
                         [change_id, kind, summary, focus, json.dumps(state)])
+            _set_head(con, change_id)
             self._bump_generation(con)  # type: ignore[attr-defined]
             return self._change(con, change_id)
 
@@ -130,8 +131,17 @@ class HistoryMixin:
             con.execute("INSERT INTO history (change_id, kind, summary, cluster_id, undoes) "
                         "VALUES (?, 'undo', ?, ?, ?)",
                         [new_id, f"undid: {summary}", focus, change_id])
+            _set_head(con, new_id)
             self._bump_generation(con)  # type: ignore[attr-defined]
             return self._change(con, new_id)
+
+
+def _set_head(con: duckdb.DuckDBPyConnection, change_id: int) -> None:
+    """meta history_head: the newest change's id. Every change to the history adds a row
+    (an undo marks one undone and adds its own), so a reader that has the head (read with the
+    model when the store opens: StoreBase.history_head) knows whether the history changed
+    without reading it."""
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('history_head', ?)", [str(change_id)])
 
 
 class _Restorer:

@@ -154,3 +154,25 @@ def test_each_cluster_keeps_its_medoids_box_in_step(web_settings: Settings) -> N
     after = {p.cluster_id: p for p in browse.people_page(web_settings).people}
     if cid in after and after[cid].medoid_face_id == shown.medoid_face_id:
         assert after[cid].medoid_bbox is None
+
+
+def test_the_undo_bar_follows_the_history_across_other_writes(client, web_settings: Settings
+                                                              ) -> None:  # type: ignore[no-untyped-def]
+    """The last change is kept while only other things change, and read again when the
+    history does (a correction, an undo; from this app or the CLI)."""
+    from indexer import corrections
+
+    a = service.people(web_settings)[0]["cluster_id"]
+    assert client.post(f"/api/people/{a}/name", json={"name": "Zelda"},
+                       headers=AUTH).status_code == 200
+    assert "named cluster" in client.get("/").text and "Zelda" in client.get("/").text
+    _write(web_settings, 1)  # not the history: the bar is kept
+    page = client.get("/status").text
+    assert "Last change:" in page and "Zelda" in page.split("</header>")[0]
+    corrections.rename(web_settings, a, "Yolanda")  # another process's correction
+    assert "Yolanda" in client.get("/").text.split("</header>")[0]
+    corrections.undo(web_settings)
+    bar = client.get("/").text.split("</header>")[0]
+    assert "Yolanda" not in bar and "Zelda" in bar
+    client.post("/api/undo", headers=AUTH)
+    assert "No changes to undo" in client.get("/").text.split("</header>")[0]
