@@ -72,6 +72,8 @@ def _group(pid: int) -> tuple[str, str]:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "gone", ""
+    if not cmd:  # a process that has exited (a zombie) keeps its CPU but shows no cmdline
+        return "gone", ""
     name = " ".join(Path(w).name if w.startswith("/") else w
                     for w in cmd.decode(errors="replace").split("\0")[:2])[:60]
     return _group_of(pid, cmd), name
@@ -128,6 +130,8 @@ class CpuMeter:
             if group != "gone":
                 self.last[pid] = group, cpu
                 self.names[pid] = name
+            elif pid in self.last:  # exited: its last CPU, in the group it had while alive
+                self.last[pid] = self.last[pid][0], cpu
 
     def busiest(self, n: int = 8) -> list[tuple[float, str]]:
         """The n processes that used the most CPU: (seconds, "group: name pid")."""
