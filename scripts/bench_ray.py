@@ -12,7 +12,9 @@ Each mode indexes the same fixed photo set into a fresh home with `faceidx index
   run costs reading, hashing, planning and committing only: the most one driver can write.
 Without --address a local Ray instance is started once (its start-up time, and Ray Data's first
 execution in this process, are reported apart). Each mode runs `--rounds` times, the order
-reversed every other round; the overheads are of the mean times, and per round.
+reversed every other round; the overheads are of the mean times, and per round. Before each
+run the bench waits (up to 30 s, not counted) until Ray's processes are quiet: when a Ray run's
+actors end, Ray starts idle worker processes, and that work must not land on the next run.
 
 What a mode's time counts, alike for every mode: from opening a fresh store to the run's summary
 (scan, read and hash, plan, the model on every photo, the commits), including starting the
@@ -163,6 +165,21 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def settle(most: float = 30.0, busy: float = 0.15) -> float:
+    """Wait, up to `most` seconds, until this process's descendants (Ray's processes, workers
+    still exiting) use less than `busy` of a core over a second: the previous run's aftermath
+    (Ray starting idle workers after a run's actors end) must not land on the next run, whatever
+    its mode. Returns the seconds waited (not counted in any run)."""
+    t = time.perf_counter()
+    while time.perf_counter() - t < most:
+        with CpuMeter() as meter:
+            time.sleep(1.0)
+        used = meter.seconds()
+        if used["model"] + used["ray"] < busy:
+            break
+    return time.perf_counter() - t
+
+
 @dataclass
 class Timing:
     """One mode's run: wall seconds, when its first and last results came (seconds from its
@@ -281,12 +298,13 @@ def main() -> None:
                 runs += 1
                 analyzer = None if mode == "local" else \
                     recorder if not recorder.seen and mode == reads[0] else analyzers[mode]
+                waited = settle()
                 tm = run(settings, f"home-{runs}", library, local_model, analyzer)
                 timings.setdefault(mode, []).append(tm)
                 print(f"  round {r + 1} {mode:6s}: {tm.seconds:5.1f} s  "
                       f"{tm.photos / tm.seconds:5.2f} photos/s  {tm.faces} faces; results from "
                       f"{tm.first_result:4.1f} s to {tm.last_result:4.1f} s; CPU s: "
-                      + _cpu_text(tm.cpu), flush=True)
+                      + _cpu_text(tm.cpu) + f" (settled {waited:.0f} s before)", flush=True)
                 if args.cpu_detail:
                     for cpu, who in tm.busiest:
                         print(f"      {cpu:5.1f} s  {who}")
