@@ -1,9 +1,11 @@
-"""HDBSCAN that scales: FAISS kNN graph + Boruvka MST, then the hdbscan library's own tree code.
+"""HDBSCAN that scales: FAISS kNN graph + Boruvka MST, then the steps of the hdbscan library.
 
 The hdbscan library at 512 dimensions falls back to an O(N^2) single-threaded Prim's tree. Here
 the mutual-reachability minimum spanning tree is built from a kNN graph (see `mst.py`) and is
-then fed to exactly the steps the library runs in `hdbscan_._tree_to_labels`: single linkage
-(`_hdbscan_linkage.label`), `condense_tree`, `compute_stability`, `get_clusters`.
+then fed to the steps the library runs in `hdbscan_._tree_to_labels`: single linkage (the
+library's `_hdbscan_linkage.label`), then `condense_tree`, `compute_stability` and
+`get_clusters`, which `tree.py` computes in linear time with the same results (the library's
+own `get_clusters` still serves the selection settings other than plain excess of mass).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from hdbscan._hdbscan_linkage import label as single_linkage_from_mst
-from hdbscan._hdbscan_tree import compute_stability, condense_tree, get_clusters
 from numpy.typing import NDArray
 
 from indexer.clustering.knn import KnnConfig, KnnGraph, as_float32, build_knn
 from indexer.clustering.mst import MstEdges, core_distances, mutual_reachability_mst
+from indexer.clustering.tree import condense, select_eom
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +102,8 @@ def fast_hdbscan(
     t2 = time.perf_counter()
     mst = mst[np.argsort(mst[:, 2], kind="stable")]
     slt = single_linkage_from_mst(mst)
-    tree = condense_tree(slt, config.min_cluster_size)
-    stability = compute_stability(tree)
-    labels, probabilities, _ = get_clusters(
-        tree,
-        stability,
-        config.cluster_selection_method,
-        config.allow_single_cluster,
-        False,
-        float(config.cluster_selection_epsilon),
-    )
+    tree = condense(slt, config.min_cluster_size)
+    labels, probabilities = _select(tree, config)
     logger.info(
         "fast_hdbscan: %d points, kNN %.1fs, spanning tree %.1fs, tree to labels %.1fs",
         n,
@@ -125,3 +119,22 @@ def fast_hdbscan(
         knn=knn,
         exact=dense and knn.exact,
     )
+
+
+def _select(tree: CondensedTree, config: HdbscanConfig) -> tuple[NDArray[np.int64],
+                                                                   NDArray[np.float64]]:
+    """Flat clusters from the condensed tree, as the library's get_clusters gives them."""
+    if (config.cluster_selection_method == "eom" and not config.allow_single_cluster
+            and config.cluster_selection_epsilon == 0.0):
+        return select_eom(tree)
+    from hdbscan._hdbscan_tree import compute_stability, get_clusters
+
+    labels, probabilities, _ = get_clusters(
+        tree,
+        compute_stability(tree),
+        config.cluster_selection_method,
+        config.allow_single_cluster,
+        False,
+        float(config.cluster_selection_epsilon),
+    )
+    return labels, probabilities
