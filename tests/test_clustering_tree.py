@@ -7,7 +7,7 @@ from hdbscan._hdbscan_tree import compute_stability, condense_tree, get_clusters
 
 from indexer.clustering.fast_hdbscan import HdbscanConfig, fast_hdbscan
 from indexer.clustering.synthetic import make_identities
-from indexer.clustering.tree import condense, select_eom, stability
+from indexer.clustering.tree import condense, select_eom, single_linkage, stability
 
 
 def random_hierarchy(n: int, rng: np.random.Generator, *, chain: bool, ties: bool,
@@ -25,7 +25,10 @@ def random_hierarchy(n: int, rng: np.random.Generator, *, chain: bool, ties: boo
     if zeros:
         w[rng.random(n - 1) < 0.1] = 0.0
     mst = np.column_stack([a, b, w]).astype(np.float64)
-    return label(mst[np.argsort(mst[:, 2], kind="stable")])
+    mst = mst[np.argsort(mst[:, 2], kind="stable")]
+    hierarchy = label(mst)
+    np.testing.assert_array_equal(single_linkage(mst), hierarchy)
+    return hierarchy
 
 
 def assert_same_as_library(hierarchy: np.ndarray, min_cluster_size: int) -> None:

@@ -2,10 +2,10 @@
 
 The hdbscan library at 512 dimensions falls back to an O(N^2) single-threaded Prim's tree. Here
 the mutual-reachability minimum spanning tree is built from a kNN graph (see `mst.py`) and is
-then fed to the steps the library runs in `hdbscan_._tree_to_labels`: single linkage (the
-library's `_hdbscan_linkage.label`), then `condense_tree`, `compute_stability` and
-`get_clusters`, which `tree.py` computes in linear time with the same results (the library's
-own `get_clusters` still serves the selection settings other than plain excess of mass).
+then fed to the steps the library runs in `hdbscan_._tree_to_labels`: single linkage,
+`condense_tree`, `compute_stability` and `get_clusters`, which `tree.py` computes in linear
+time with the same results (the library's own `get_clusters` still serves the selection
+settings other than plain excess of mass).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from hdbscan._hdbscan_linkage import label as single_linkage_from_mst
 from numpy.typing import NDArray
 
 from indexer.clustering.knn import KnnConfig, KnnGraph, as_float32, build_knn
 from indexer.clustering.mst import MstEdges, core_distances, mutual_reachability_mst
-from indexer.clustering.tree import condense, select_eom
+from indexer.clustering.tree import condense, select_eom, single_linkage
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def fast_hdbscan(
     mst = mutual_reachability_mst(x, knn, core, dense_completion=dense)
     t2 = time.perf_counter()
     mst = mst[np.argsort(mst[:, 2], kind="stable")]
-    slt = single_linkage_from_mst(mst)
+    slt = single_linkage(mst)
     tree = condense(slt, config.min_cluster_size)
     labels, probabilities = _select(tree, config)
     logger.info(

@@ -38,6 +38,28 @@ class TreeLabels:
     condensed_tree: NDArray[np.void]  # the library's structured format (CONDENSED_DTYPE)
 
 
+def single_linkage(mst: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The single-linkage tree (scipy's format) of a spanning tree sorted by weight: the
+    hdbscan library's `_hdbscan_linkage.label`, by scikit-learn's port of it
+    (`make_single_linkage`), which gives the same rows 60x faster (the library's union-find
+    indexes a numpy array from Python: 8 s at 100k faces)."""
+    try:
+        from sklearn.cluster._hdbscan._linkage import MST_edge_dtype, make_single_linkage
+    except ImportError:  # a scikit-learn without it: the library's own
+        from hdbscan._hdbscan_linkage import label
+
+        return np.asarray(label(mst))
+    edges = np.empty(len(mst), dtype=MST_edge_dtype)
+    edges["current_node"] = mst[:, 0]
+    edges["next_node"] = mst[:, 1]
+    edges["distance"] = mst[:, 2]
+    tree = make_single_linkage(edges)
+    out = np.empty((len(mst), 4))
+    out[:, 0], out[:, 1] = tree["left_node"], tree["right_node"]
+    out[:, 2], out[:, 3] = tree["value"], tree["cluster_size"]
+    return out
+
+
 def _jump_sum(up: NDArray[np.int64], weight: NDArray[np.int64], root: int) -> NDArray[np.int64]:
     """Sum of `weight` over each node and its ancestors below `root` (root's weight is 0)."""
     total = weight.copy()
