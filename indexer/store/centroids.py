@@ -14,10 +14,10 @@ writer, changes the signature, so no writer has to remember the cache.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .files import replacing
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
@@ -76,19 +76,8 @@ class CentroidsMixin:
 
         path = self._centroids_path
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".centroids.", suffix=".tmp", dir=path.parent)
-        except OSError as exc:
-            log.info("could not cache the centroids in %s (%s)", path.parent, exc)
-            return
-        try:
-            with os.fdopen(fd, "wb") as fh:
+            with replacing(path, ".centroids.") as fh:
                 np.savez(fh, signature=np.asarray(signature), ids=ids, centroids=centroids,
                          sizes=sizes)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             log.info("could not cache the centroids in %s (%s)", path.parent, exc)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import delta as delta_log
 from .faceindex import FaceIndex, _base_ids, _is_ivf, build_base, faiss_nlist, ivf_lists
+from .files import replacing
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
@@ -317,16 +318,8 @@ def _write_ids(faiss_path: Path, key: str, ids: np.ndarray) -> None:
     longer names the base (a crash between the two renames, a base replaced) is never read."""
     import numpy as np
 
-    target = _ids_path(faiss_path, key)
-    fd, tmp = tempfile.mkstemp(prefix=".faces.ids.", suffix=".tmp", dir=faiss_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(ids, dtype=np.int64))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(_ids_path(faiss_path, key), ".faces.ids.") as fh:
+        np.save(fh, np.ascontiguousarray(ids, dtype=np.int64))
 
 
 def _drop_stale_ids(faiss_path: Path) -> None:
