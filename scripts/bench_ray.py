@@ -1,9 +1,13 @@
 """Ray against local worker processes on the same photos, in one run; and the single writer's
 ceiling (what the driver commits when the model costs nothing).
 
-    uv run python scripts/bench_ray.py [--faces ../shared/faces] [--lfw 60] [--actors 2]
-                                       [--address HOST:PORT]
+    uv run python scripts/bench_ray.py [--faces ../shared/faces] [--lfw 60 | --lfw 40,340]
+                                       [--actors 2] [--address HOST:PORT] [--reads driver]
 
+`--lfw` takes one size or several (comma-separated): each size is a photo set of its own, run in
+every mode, and with several sizes the bench fits each mode's mean time as a fixed cost per run
+plus a cost per photo, prints both, and the photo count from which Ray's overhead is at most 15%
+(a Ray run pays a larger fixed cost: actors that start Ray worker processes and import Ray Data).
 Each mode indexes the same fixed photo set into a fresh home with `faceidx index`'s pipeline:
 - local: the model in `--actors` worker processes on this machine (ParallelModel);
 - ray-driver / ray-shared: the model in `--actors` Ray actors, photos sent by the driver or read
@@ -234,6 +238,7 @@ class Recorder:
         self.seen: dict[str, Any] = {}
 
     def __call__(self, raws: Iterable[RawFile]) -> Iterator[tuple[RawFile, Any]]:
+        self.seen = {}  # the last run's (the bench runs its largest set last)
         for raw, analysis in self.inner(raws):
             self.seen[raw.path.name] = analysis
             yield raw, analysis
@@ -250,7 +255,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=Path, default=REPO.parent / "shared" / "faces")
     parser.add_argument("--model", default="dlib")
-    parser.add_argument("--lfw", type=int, default=60, help="LFW photos in the set")
+    parser.add_argument("--lfw", default="60",
+                        help="LFW photos in the set; several sizes comma-separated (40,340): "
+                             "each size is a set of its own, run in every mode")
     parser.add_argument("--actors", type=int, default=2, help="worker processes / Ray actors")
     parser.add_argument("--address", default=LOCAL, help="a running Ray (default: start one)")
     parser.add_argument("--copies", type=int, default=8, help="copies per photo for the writer")
@@ -264,15 +271,18 @@ def main() -> None:
                         help="after each run, its busiest processes and their CPU seconds")
     args = parser.parse_args()
 
-    photos = photo_set(args.faces, args.lfw)
+    sizes = sorted({int(n) for n in args.lfw.split(",")})
     work = Path(tempfile.mkdtemp(prefix="faceidx-bench-ray-"))
     try:
-        library = work / "library"
-        library.mkdir()
-        for i, p in enumerate(photos):
-            shutil.copy2(p, library / f"{i:04d}_{p.name}")
+        libraries = {}
+        for lfw in sizes:
+            library = libraries[lfw] = work / f"library-{lfw}"
+            library.mkdir()
+            for i, p in enumerate(photo_set(args.faces, lfw)):
+                shutil.copy2(p, library / f"{i:04d}_{p.name}")
         settings = replace(settings_mod.load({"home": work / "home"}), workers=args.actors)
-        print(f"{len(photos)} photos, model {args.model}, {args.actors} worker processes (local) "
+        print(f"sets of {', '.join(str(len(list(lib.iterdir()))) for lib in libraries.values())}"
+              f" photos, model {args.model}, {args.actors} worker processes (local) "
               f"or Ray actors of 1 CPU, batch {settings.batch_size}, {args.rounds} rounds",
               flush=True)
         local_model = create_model(args.model, settings, parallel=True)
@@ -286,36 +296,43 @@ def main() -> None:
                      for read in reads}
         analyzers[reads[0]].start()
         warm_up(analyzers[reads[0]])
-        print(f"Ray start-up (once per run of faceidx --ray, not counted below): "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"Ray start-up (once per cluster, or per run of faceidx --ray without an "
+              f"address; not counted below): {time.perf_counter() - t0:.1f} s", flush=True)
 
         recorder = Recorder(analyzers[reads[0]])
-        timings: dict[str, list[Timing]] = {}
         modes = ["local", *reads]
+        timings: dict[tuple[int, str], list[Timing]] = {}
         runs = 0
-        for r in range(args.rounds):
-            for mode in modes if r % 2 == 0 else modes[::-1]:
-                runs += 1
-                analyzer = None if mode == "local" else \
-                    recorder if not recorder.seen and mode == reads[0] else analyzers[mode]
-                waited = settle()
-                tm = run(settings, f"home-{runs}", library, local_model, analyzer)
-                timings.setdefault(mode, []).append(tm)
-                print(f"  round {r + 1} {mode:6s}: {tm.seconds:5.1f} s  "
-                      f"{tm.photos / tm.seconds:5.2f} photos/s  {tm.faces} faces; results from "
-                      f"{tm.first_result:4.1f} s to {tm.last_result:4.1f} s; CPU s: "
-                      + _cpu_text(tm.cpu) + f" (settled {waited:.0f} s before)", flush=True)
-                if args.cpu_detail:
-                    for cpu, who in tm.busiest:
-                        print(f"      {cpu:5.1f} s  {who}")
+        for lfw in sizes:
+            for r in range(args.rounds):
+                for mode in modes if r % 2 == 0 else modes[::-1]:
+                    runs += 1
+                    analyzer = None if mode == "local" else \
+                        recorder if mode == reads[0] else analyzers[mode]
+                    waited = settle()
+                    tm = run(settings, f"home-{runs}", libraries[lfw], local_model, analyzer)
+                    timings.setdefault((lfw, mode), []).append(tm)
+                    print(f"  {tm.photos} photos, round {r + 1} {mode:6s}: {tm.seconds:5.1f} s  "
+                          f"{tm.photos / tm.seconds:5.2f} photos/s  {tm.faces} faces; results "
+                          f"from {tm.first_result:4.1f} s to {tm.last_result:4.1f} s; CPU s: "
+                          + _cpu_text(tm.cpu) + f" (settled {waited:.0f} s before)", flush=True)
+                    if args.cpu_detail:
+                        for cpu, who in tm.busiest:
+                            print(f"      {cpu:5.1f} s  {who}")
         analyzers[reads[0]].close()
-        for mode in modes:
-            summarize(mode, timings[mode], timings["local"])
-        n, local = timings["local"][0].photos, _mean(r.seconds for r in timings["local"])
+        for lfw in sizes:
+            print(f"{timings[lfw, 'local'][0].photos} photos:")
+            for mode in modes:
+                summarize(mode, timings[lfw, mode], timings[lfw, "local"])
+        if len(sizes) > 1:
+            fixed_costs(sizes, modes, timings)
+        largest = sizes[-1]
+        n = timings[largest, "local"][0].photos
+        local = _mean(r.seconds for r in timings[largest, "local"])
 
         copies = work / "copies"
         copies.mkdir()
-        for f in sorted(library.iterdir()):
+        for f in sorted(libraries[largest].iterdir()):
             for c in range(args.copies):  # distinct bytes, so none is a copy of another
                 (copies / f"{c}~{f.name}").write_bytes(f.read_bytes() + bytes([c]))
         writer = run(settings, "home-writer", copies, local_model, replay(recorder.seen))
@@ -323,9 +340,44 @@ def main() -> None:
         print(f"single writer (model free): {n_w / t_w:7.1f} photos/s  {faces_w / t_w:7.1f} "
               f"faces/s committed ({n_w} photos, {faces_w} faces in {t_w:.1f} s)")
         print(f"one driver can feed about {(n_w / t_w) / (n / local):.0f} machines like this "
-              "one (writer photos/s over local photos/s)")
+              f"one (writer photos/s over local photos/s at {n} photos)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def fixed_costs(sizes: list[int], modes: list[str],
+                timings: dict[tuple[int, str], list[Timing]]) -> None:
+    """Each mode's time against its photo count, fitted as a fixed cost per run plus a cost per
+    photo (least squares over the sizes' mean times): the fixed part is what a run pays before
+    and after its photos (workers or actors starting and loading the model, Ray Data's
+    execution); and the photo count from which Ray's overhead is at most 15%."""
+    fits = {}
+    for mode in modes:
+        points = [(timings[s, mode][0].photos, _mean(r.seconds for r in timings[s, mode]))
+                  for s in sizes]
+        mx = _mean(x for x, _ in points)
+        my = _mean(y for _, y in points)
+        slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+        fits[mode] = (my - slope * mx, slope)
+    a_l, b_l = fits["local"]
+    if b_l <= 0:
+        print("fixed cost per run: no fit (local times did not grow with the photo count: the "
+              "machine's load changed too much during the run)")
+        return
+    print("fixed cost per run and cost per photo (time = fixed + photos x per photo, fitted "
+          f"over the {len(sizes)} sizes):")
+    for mode in modes:
+        a, b = fits[mode]
+        name = "local processes" if mode == "local" else f"ray --ray-read {mode}"
+        line = f"  {name:22s}: fixed {a:5.1f} s  per photo {b * 1000:6.1f} ms"
+        if mode != "local":
+            line += f"  (fixed {a - a_l:+.1f} s, per photo {b / b_l - 1:+.0%} against local)"
+            if b >= 1.15 * b_l:
+                line += "; overhead above 15% at any size"
+            else:
+                n = max(0.0, (a - 1.15 * a_l) / (1.15 * b_l - b))
+                line += f"; overhead at most 15% from about {n:.0f} photos per run"
+        print(line)
 
 
 def _cpu_text(cpu: dict[str, float]) -> str:
@@ -343,7 +395,7 @@ def summarize(mode: str, runs: list[Timing], local: list[Timing]) -> None:
     t = _mean(r.seconds for r in runs)
     n, faces = runs[0].photos, runs[0].faces
     name = "local processes" if mode == "local" else f"ray --ray-read {mode}"
-    line = f"{name:22s}: {t:5.1f} s  {n / t:5.2f} photos/s  {faces} faces (mean of {len(runs)})"
+    line = f"  {name:22s}: {t:5.1f} s  {n / t:5.2f} photos/s  {faces} faces (mean of {len(runs)})"
     if runs is not local:
         t_local = _mean(r.seconds for r in local)
         line += f"  overhead {t / t_local - 1:+.0%} (rounds " + ", ".join(
@@ -351,7 +403,7 @@ def summarize(mode: str, runs: list[Timing], local: list[Timing]) -> None:
     first = _mean(r.first_result for r in runs)
     last = _mean(r.last_result for r in runs)
     cpu = {k: _mean(r.cpu[k] for r in runs) for k in runs[0].cpu}
-    print(line + f"\n    {'':22s}  results from {first:.1f} s to {last:.1f} s; CPU s: "
+    print(line + f"\n      {'':22s}  results from {first:.1f} s to {last:.1f} s; CPU s: "
           + _cpu_text(cpu))
 
 
