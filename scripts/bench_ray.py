@@ -364,8 +364,11 @@ def fixed_costs(sizes: list[int], modes: list[str],
         print("fixed cost per run: no fit (local times did not grow with the photo count: the "
               "machine's load changed too much during the run)")
         return
+    common = timings[sizes[0], "local"][0].photos - sizes[0]
     print("fixed cost per run and cost per photo (time = fixed + photos x per photo, fitted "
-          f"over the {len(sizes)} sizes):")
+          f"over the {len(sizes)} sizes; the sets differ by LFW portraits only, so `fixed` also "
+          f"holds the {common} group and full-size photos every set has; Ray's fixed cost "
+          "above local's is what a Ray run pays more, once per run):")
     for mode in modes:
         a, b = fits[mode]
         name = "local processes" if mode == "local" else f"ray --ray-read {mode}"
