@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from indexer import crops as crops_mod
 from indexer.crops import crop_path
@@ -18,9 +19,10 @@ from indexer.export import images, outdir
 from indexer.export import metrics as metrics_mod
 from indexer.export.data import ClusterInfo, ExportData, folder_name
 from indexer.export.folders import groups, spread
+from indexer.export.grids import write_png
 from indexer.export.metrics import scores
 from indexer.export.progress import NoProgress
-from indexer.export.tree import cluster_nodes, coarsen, recondense
+from indexer.export.tree import cluster_nodes, coarsen, recondense, split_sizes, view_nodes
 from indexer.store import StoredFace
 from indexer.store.rows import BrowseFace
 from indexer.types import ModelInfo
@@ -48,6 +50,23 @@ def test_coarse_tree_keeps_every_face_once_and_fewer_branches() -> None:
     assert cluster_nodes(recondense(tree, 2)) == cluster_nodes(tree)
     same, unchanged = coarsen(tree, cluster_nodes(tree))
     assert unchanged == 0 and same is tree
+
+
+def test_view_nodes_counts_what_recondense_builds() -> None:
+    tree, _ = _tree(1)
+    second, third = split_sizes(tree)
+    for size in np.unique(tree["child_size"][tree["child_size"] > 1]).tolist() + [10_000]:
+        assert view_nodes(second, third, size) == cluster_nodes(recondense(tree, size)), size
+
+
+def test_write_png_round_trips_pixels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    pixels[10:20] = 255  # flat rows, as in a grid's margins
+    write_png(Image.fromarray(pixels), tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as img:
+        assert img.format == "PNG" and img.mode == "RGB" and img.size == (53, 37)
+        assert (np.asarray(img) == pixels).all()
 
 
 def test_folder_names_are_safe_and_carry_the_name() -> None:

@@ -23,7 +23,7 @@ from ..settings import Settings
 from ..store import StoredFace
 from ..store.rows import BrowseFace
 from .data import OUTLIER, ExportData
-from .grids import grid_image
+from .grids import grid_image, write_png
 from .images import SYNTHETIC, CellCounts, CropCells, FaceSources
 from .progress import Progress
 
@@ -33,7 +33,7 @@ OUTLIERS_FOLDER = "outliers"
 GRID_FILE = "thumbnail_grid.png"
 PNG_COMPRESS_LEVEL = 1
 """zlib level of the grid PNGs: photos barely compress, and level 1 encodes several times
-faster than the default (a 1M-face index writes tens of thousands of grids)."""
+faster than the default (a 1M-face index writes about 100,000 grids)."""
 
 
 class LinkMode(StrEnum):
@@ -163,7 +163,7 @@ def _draw(settings: Settings, out: Path, size: int, columns: int,
     for folder, title, note, framed, faces in jobs:
         grid = grid_image(cells.cells(faces), [str(f.face_id) for f in faces], title, note,
                           columns=columns, thumb=size, framed_first=framed)
-        grid.save(out / folder / GRID_FILE, compress_level=PNG_COMPRESS_LEVEL)
+        write_png(grid, out / folder / GRID_FILE, PNG_COMPRESS_LEVEL)
     return cells.counts
 
 

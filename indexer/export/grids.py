@@ -2,14 +2,19 @@
 
 A big index writes tens of thousands of grids, so text is drawn cheaply: fonts load once, a
 note (the same for many grids) is rendered once, and a caption (a face id) is put together
-from glyphs of its characters rendered once each.
+from glyphs of its characters rendered once each. The PNG is written by `write_png` (every row
+"Up"-filtered, zlib level 1): about 3x faster than Pillow's encoder, which tries every filter
+on every row, for files within a few percent of its size.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -64,7 +69,8 @@ def grid_image(thumbs: Sequence[npt.NDArray[np.uint8]], captions: Sequence[str],
     """Thumbnails left to right, top to bottom, each captioned (its face id), under a
     two-line header."""
     width, height = grid_size(len(thumbs), columns, thumb)
-    pixels = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    pixels[...] = BACKGROUND[0] if len(set(BACKGROUND)) == 1 else BACKGROUND  # a memset
     for i, (cell, caption) in enumerate(zip(thumbs, captions, strict=True)):
         x = GAP + (i % columns) * (thumb + GAP)
         y = HEADER + GAP + (i // columns) * (thumb + GAP)
@@ -81,3 +87,23 @@ def grid_image(thumbs: Sequence[npt.NDArray[np.uint8]], captions: Sequence[str],
     ImageDraw.Draw(canvas).text((GAP + 2, 6), title, fill=(0, 0, 0), font=_font(TITLE_SIZE))
     canvas.paste(_note(note, width - GAP - 2), (GAP + 2, 30))
     return canvas
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + \
+        struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def write_png(image: Image.Image, path: Path, level: int = 1) -> None:
+    """`image` (RGB) as an 8-bit RGB PNG at `path`: each row "Up"-filtered (its difference
+    from the row above, mostly zeros in a grid), then zlib at `level`."""
+    pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    flat = pixels.reshape(height, width * 3)
+    raw = np.empty((height, width * 3 + 1), dtype=np.uint8)
+    raw[:, 0] = 2  # filter type Up (the first row's "row above" is zeros)
+    raw[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=raw[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+                     + _chunk(b"IDAT", zlib.compress(raw.data, level)) + _chunk(b"IEND", b""))

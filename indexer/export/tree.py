@@ -62,19 +62,42 @@ def recondense(tree: np.ndarray, min_size: int) -> np.ndarray:
     return out[np.lexsort((out["child"], out["parent"]))]
 
 
+def split_sizes(tree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per parent with cluster children: the second and third largest child cluster's size
+    (0 when it has fewer)."""
+    root = int(tree["parent"].min())
+    branch = tree[tree["child"] >= root]
+    order = np.lexsort((-branch["child_size"].astype(np.int64), branch["parent"]))
+    parents, sizes = branch["parent"][order], branch["child_size"][order].astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
+    counts = np.diff(np.r_[starts, len(parents)])
+    second = np.where(counts >= 2, sizes[np.minimum(starts + 1, len(sizes) - 1)], 0)
+    third = np.where(counts >= 3, sizes[np.minimum(starts + 2, len(sizes) - 1)], 0)
+    return second, third
+
+
+def view_nodes(second: np.ndarray, third: np.ndarray, min_size: int) -> int:
+    """cluster_nodes(recondense(tree, min_size)) from `split_sizes(tree)`, without building
+    the view: a split stays when exactly two of its branches hold `min_size` faces (a branch
+    that large has every ancestor as large, so it is reached), and each adds two clusters."""
+    return 1 + 2 * int(((second >= min_size) & (third < min_size)).sum())
+
+
 def coarsen(tree: np.ndarray, max_clusters: int) -> tuple[np.ndarray, int]:
     """The tree itself if it has at most `max_clusters` clusters, else the finest
-    recondensed view that does; and the min_cluster_size of the view (0 when unchanged)."""
+    recondensed view that does; and the min_cluster_size of the view (0 when unchanged).
+    The search counts each candidate view's clusters without building it (linear in the
+    branches, not the faces); only the chosen view is built."""
     if cluster_nodes(tree) <= max_clusters:
         return tree, 0
     sizes = np.unique(tree["child_size"][tree["child_size"] > 1])
+    second, third = split_sizes(tree)
     lo, hi = 0, len(sizes) - 1  # binary search the smallest size that is coarse enough
-    best = recondense(tree, int(sizes[-1]) + 1), int(sizes[-1]) + 1
+    best = int(sizes[-1]) + 1
     while lo <= hi:
         mid = (lo + hi) // 2
-        view = recondense(tree, int(sizes[mid]))
-        if cluster_nodes(view) <= max_clusters:
-            best, hi = (view, int(sizes[mid])), mid - 1
+        if view_nodes(second, third, int(sizes[mid])) <= max_clusters:
+            best, hi = int(sizes[mid]), mid - 1
         else:
             lo = mid + 1
-    return best
+    return recondense(tree, best), best
