@@ -100,9 +100,9 @@ def _echo_json(data: Any) -> None:
 
 
 def status(args: argparse.Namespace) -> None:
-    from indexer import service
+    from indexer import summary
 
-    info = service.status(_settings(args), with_failures=args.failures)
+    info = summary.status(_settings(args), with_failures=args.failures)
     if args.json_out:
         _echo_json(info)
         return
@@ -135,9 +135,9 @@ def status(args: argparse.Namespace) -> None:
 
 
 def people(args: argparse.Namespace) -> None:
-    from indexer import service
+    from indexer import summary
 
-    rows, total = service.people_top(_settings(args), args.limit or None)
+    rows, total = summary.people_top(_settings(args), args.limit or None)
     if args.json_out:
         _echo_json(rows)
         return
@@ -165,22 +165,20 @@ def name(args: argparse.Namespace) -> None:
 
 
 def history(args: argparse.Namespace) -> None:
-    from dataclasses import asdict
+    from indexer import summary
 
-    from indexer import corrections
-
-    changes = corrections.history(_settings(args), args.limit)
+    changes = summary.history(_settings(args), args.limit)
     if args.json_out:
-        _echo_json([asdict(c) for c in changes])
+        _echo_json(changes)
         return
     if not changes:
         print("no corrections yet", file=sys.stderr)
         return
     lines = [f"{'CHANGE':>6}  {'WHEN':<19}  {'KIND':<6}  WHAT"]
     for c in changes:
-        mark = " (undone)" if c.undone else ""
-        lines.append(f"{c.change_id:>6}  {c.at.replace('T', ' '):<19}  {c.kind:<6}  "
-                     f"{c.summary}{mark}")
+        mark = " (undone)" if c["undone"] else ""
+        lines.append(f"{c['change_id']:>6}  {c['at'].replace('T', ' '):<19}  {c['kind']:<6}  "
+                     f"{c['summary']}{mark}")
     print("\n".join(lines))
 
 

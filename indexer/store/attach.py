@@ -14,8 +14,6 @@ attached to two instances of one process, so such a process reads through plain 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -26,8 +24,10 @@ from pathlib import Path
 import duckdb
 
 from ..errors import IndexBusy
+from ..summary import change_stamp
 
 ALIAS = "catalog"
+__all__ = ["ALIAS", "AttachedCatalog", "change_stamp", "current", "reads_through"]
 
 _current: ContextVar[AttachedCatalog | None] = ContextVar("faceidx_attached_catalog",
                                                           default=None)
@@ -125,28 +125,3 @@ def current(path: Path) -> AttachedCatalog | None:
     if catalog is None or catalog.path != Path(path):
         return None
     return catalog
-
-
-def change_stamp(path: Path) -> tuple[int, ...]:
-    """Changes with every commit to the catalog file at `path`, read without opening it (a
-    reader keeps what it read until this changes). DuckDB appends each commit to the
-    write-ahead log (`path.wal`, which only grows until a checkpoint), and each checkpoint
-    writes one of the file's two database headers (at 4 and 8 KiB, in turn) with a higher
-    iteration count: the headers' bytes and the log's size tell every commit apart. Sizes,
-    mtimes and inodes say when a file was replaced (mtimes alone tick too coarsely: two
-    commits a few ms apart, of one size, can share one)."""
-    out: list[int] = []
-    try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            fh.seek(4096)
-            headers = hashlib.blake2b(fh.read(8192), digest_size=8).digest()
-        out += [st.st_size, st.st_mtime_ns, st.st_ino, int.from_bytes(headers, "little")]
-    except FileNotFoundError:
-        out += [0, 0, 0, 0]
-    try:
-        st = path.with_name(path.name + ".wal").stat()
-        out += [st.st_size, st.st_mtime_ns, st.st_ino]
-    except FileNotFoundError:
-        out += [0, 0, 0]
-    return tuple(out)

@@ -67,9 +67,10 @@ class StoreBase:
                     "(or point --home / FACEIDX_HOME at an existing index)"
                 )
             settings.home.mkdir(parents=True, exist_ok=True)
+        existed = settings.catalog_path.exists()
         store = cls(settings, read_only=read_only, keep_open=keep_open)
         try:
-            if not read_only:
+            if not read_only and not (existed and store._needs_nothing(model)):
                 with store.transaction() as con:
                     apply_migrations(con)
                     store._check_or_record_model(con, model)
@@ -80,6 +81,20 @@ class StoreBase:
             store.close(save=False)
             raise
         return store
+
+    def _needs_nothing(self, model: ModelInfo | None) -> bool:
+        """Whether a writer opening an existing catalog finds it migrated and its model
+        recorded (when it brings one): then opening writes nothing (a write transaction at
+        every open cost `faceidx name` a commit, and its checkpoint, at a million faces)."""
+        from ..migrations import SCHEMA_VERSION
+
+        try:
+            recorded = self._read_model()
+        except duckdb.CatalogException:  # no meta table yet
+            self._done_with_connection()
+            return False
+        return self._schema_at_open == SCHEMA_VERSION and (model is None or
+                                                           recorded is not None)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """Open the catalog, waiting (up to settings.lock_timeout) while another process

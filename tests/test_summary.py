@@ -1,0 +1,150 @@
+"""The summary beside the catalog (indexer/summary.py): `status`, `people` and `history`
+answer from it only while the catalog is unchanged, and answer exactly as the catalog does.
+Real DuckDB files of a synthetic home under tmp_path; writers in other processes."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer import corrections, service, summary
+from indexer.settings import Settings
+from indexer.store import Store
+from indexer.synthetic_home import build
+
+REPO = Path(__file__).resolve().parent.parent
+
+FAST = """
+import sys
+from cli import fastpath
+code = fastpath.run(sys.argv[1:])
+print("duckdb imported:", "duckdb" in sys.modules, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _faceidx(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A light command in a fresh process, as `faceidx` runs it."""
+    env = {**os.environ, "FACEIDX_HOME": str(home)}
+    out = subprocess.run([sys.executable, "-c", FAST, *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def _live(info: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: v for k, v in info.items() if k != "indexer_running"}))
+
+
+def _catalog(settings: Settings) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    """What the catalog says, read as the use cases always read it."""
+    return (_live(service.status(settings, with_failures=True)),
+            json.loads(json.dumps(service.people_top(settings, None))),
+            [asdict(c) for c in corrections.history(settings, 50)])
+
+
+def _summarised(settings: Settings) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:
+    return (_live(summary.status(settings, with_failures=True)),
+            json.loads(json.dumps(summary.people_top(settings, None))),
+            summary.history(settings, 50))
+
+
+@pytest.fixture
+def synthetic(settings: Settings) -> Settings:
+    build(settings, 400, "dlib", seed=3, named=2)
+    return settings
+
+
+def test_the_summary_answers_as_the_catalog_does(synthetic: Settings) -> None:
+    settings = synthetic
+    file = settings.home / summary.FILE
+    file.unlink(missing_ok=True)
+    truth = _catalog(settings)
+    assert _summarised(settings) == truth  # read from the catalog, and written down
+    assert summary.load(settings) is not None
+    assert _summarised(settings) == truth  # read from the file
+    rows, total = summary.people_top(settings, 3)
+    assert len(rows) == 3 and total == truth[1][1] and rows == truth[1][0][:3]
+    assert summary.history(settings, 1) == truth[2][:1]
+
+
+def test_the_fast_commands_skip_duckdb_while_the_summary_is_current(synthetic: Settings
+                                                                    ) -> None:
+    home = synthetic.home
+    first = _faceidx(home, "status", "--json")  # after the build's writes: reads the catalog
+    assert first.stderr.strip().endswith("duckdb imported: True")
+    for args in (["status", "--json"], ["people", "--json"], ["history", "--json"]):
+        again = _faceidx(home, *args)
+        assert again.stderr.strip().endswith("duckdb imported: False"), args
+    assert json.loads(again.stdout) == [asdict(c) for c in corrections.history(synthetic, 50)]
+
+
+def test_a_write_by_another_process_is_never_hidden(synthetic: Settings) -> None:
+    settings = synthetic
+    summary.status(settings)  # a current summary
+    before = summary.people_top(settings, 100)[0]
+    target = next(r for r in before if r["name"] is None)
+    _faceidx(settings.home, "name", str(target["cluster_id"]), "Zora")  # another process
+    assert summary.load(settings) is None  # its commit changed the catalog's stamp
+    assert _summarised(settings) == _catalog(settings)
+    rows = summary.people_top(settings, 100)[0]
+    assert any(r["cluster_id"] == target["cluster_id"] and r["name"] == "Zora" for r in rows)
+    assert summary.history(settings, 1)[0]["summary"].endswith("'Zora'")
+    assert summary.status(settings)["people"] == 3
+    # a second writer in this process, through the store, is seen too
+    with Store.open(settings) as store:
+        store.set_meta("touched", "1")
+    assert summary.load(settings) is None
+
+
+def test_a_broken_or_foreign_summary_reads_the_catalog(synthetic: Settings) -> None:
+    settings = synthetic
+    file = settings.home / summary.FILE
+    truth = _catalog(settings)
+    file.write_text("{not json")
+    assert _summarised(settings) == truth
+    data = json.loads(file.read_text())
+    assert data["counts"]["faces"] == 400
+    data["counts"]["faces"] = 7
+    data["stamp"][0] += 1  # another catalog's stamp
+    file.write_text(json.dumps(data))
+    assert summary.status(settings)["faces"] == 400
+    data = json.loads(file.read_text())
+    data["format"] = summary.FORMAT + 1
+    data["counts"]["faces"] = 7
+    file.write_text(json.dumps(data))
+    assert summary.status(settings)["faces"] == 400
+
+
+def test_a_request_beyond_the_summary_reads_the_catalog(synthetic: Settings,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    settings = synthetic
+    monkeypatch.setattr(summary, "PEOPLE_ROWS", 3)
+    monkeypatch.setattr(summary, "HISTORY_ROWS", 1)
+    (settings.home / summary.FILE).unlink(missing_ok=True)
+    truth = _catalog(settings)
+    assert len(truth[1][0]) > 3 and len(truth[2]) == 2
+    assert _summarised(settings) == truth
+    assert len(json.loads((settings.home / summary.FILE).read_text())["people"]) == 3
+
+
+def test_no_summary_is_written_when_the_catalog_changed_while_it_was_read(
+        synthetic: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = synthetic
+    file = settings.home / summary.FILE
+    file.unlink(missing_ok=True)
+    real = summary.change_stamp
+    calls = iter(range(1, 100))
+
+    def moving(path: Path) -> tuple[int, ...]:  # a commit between every two looks
+        return (*real(path), next(calls))
+
+    monkeypatch.setattr(summary, "change_stamp", moving)
+    assert summary.status(settings)["faces"] == 400
+    assert not file.exists()
