@@ -9,9 +9,10 @@ Homes are `<root>/<model>_<N>`: reused when they exist, else copied from `--copy
 project's own sources are byte-compiled first, as a user's Python does on its first run (this
 environment sets PYTHONDONTWRITEBYTECODE; `uv sync` compiles site-packages, see pyproject).
 Per size it prints: cold `faceidx status`, `people`, `history` and `name` (wall and CPU
-seconds of a fresh process through the `faceidx` entry point, best of two); FAISS search per
-query face and recall@10 against an exact scan (200 queries near stored faces, one thread,
-every IVF list mapped once before, as in a long-running process);
+seconds of a fresh process through the `faceidx` entry point, best of two; the first three
+with the home's summary.json current, and `status` again as the first read after a write);
+FAISS search per query face and recall@10 against an exact scan (200 queries near stored
+faces, one thread, every IVF list mapped once before, as in a long-running process);
 the `query` command's own overhead beyond the model (a fresh process: the command's imports,
 opening the index, searching one face and judging its nearest person, as `query` does after
 the model); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
@@ -161,16 +162,35 @@ def home_for(root: Path, n: int, model: str, copy_from: dict[int, Path]) -> tupl
     return home, fig
 
 
+def measure_light(home: Path, n: int) -> dict[str, float]:
+    """Cold `status`, `people`, `history` (the home's summary.json current: what follows any
+    read after the last write) and `name` (a write), best of two each; then `status` as the
+    first read after a write, when it reads the catalog and writes the summary again."""
+    fig: dict[str, float] = {}
+
+    def best(key: str, runs: list[tuple[float, float, float | None, str]], what: str) -> None:
+        wall, cpu = min((r[:2] for r in runs), key=lambda r: r[0])
+        fig[key], fig[key.replace("_s", "_cpu_s")] = wall, cpu
+        print(f"[{n}] {what}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+
+    run(FACEIDX + ["status"], home)  # after the build or copy: reads the catalog
+    for key, cmd in (("status_s", ["status"]), ("people_s", ["people"]),
+                     ("history_s", ["history"])):
+        best(key, [run(FACEIDX + cmd, home) for _ in range(2)], cmd[0])
+    named, stale = [], []
+    for _ in range(2):
+        named.append(run(FACEIDX + ["name", "Synthetic Person 1", "Synthetic Person 1"], home))
+        stale.append(run(FACEIDX + ["status"], home))
+    best("name_s", named, "name")
+    best("status_after_write_s", stale, "status, first read after a write")
+    return fig
+
+
 def bench_size(root: Path, n: int, model: str, args: argparse.Namespace) -> dict[str, float]:
     home, fig = home_for(root, n, model, args.copy_from)
     skip = args.skip
     if "light" not in skip:
-        for name, cmd in (("status_s", ["status"]), ("people_s", ["people"]),
-                          ("history_s", ["history"]),
-                          ("name_s", ["name", "Synthetic Person 1", "Synthetic Person 1"])):
-            best = min((run(FACEIDX + cmd, home)[:2] for _ in range(2)), key=lambda r: r[0])
-            fig[name], fig[name.replace("_s", "_cpu_s")] = best
-            print(f"[{n}] {cmd[0]}: {best[0]:.2f} s wall, {best[1]:.2f} s CPU", flush=True)
+        fig.update(measure_light(home, n))
     if "search" not in skip or "query" not in skip:
         fig.update(measure_search(home))
         print(f"[{n}] search {fig['search_ms']:.2f} ms/query ({fig['search_cpu_ms']:.2f} CPU), "

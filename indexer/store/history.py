@@ -45,10 +45,10 @@ class HistoryMixin:
         """
         with self.transaction() as con:  # type: ignore[attr-defined]
             face_ids = sorted({int(f) for f in faces})
-            cluster_ids = set(int(c) for c in clusters) | {
+            cluster_ids = set(int(c) for c in clusters) | ({
                 int(r[0]) for r in con.execute(
                     "SELECT DISTINCT cluster_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
-                    "AND cluster_id IS NOT NULL", [face_ids]).fetchall()}
+                    "AND cluster_id IS NOT NULL", [face_ids]).fetchall()} if face_ids else set())
             candidates = self._candidate_faces(con, sorted(cluster_ids), face_ids)
             before = self._facts(con, sorted(cluster_ids), candidates)
             focus = op(con)
@@ -67,15 +67,19 @@ class HistoryMixin:
 
     def _candidate_faces(self, con: duckdb.DuckDBPyConnection, cluster_ids: list[int],
                          face_ids: list[int]) -> list[int]:
-        # two filters of faces joined by UNION, not one with OR: DuckDB then scans one
-        # column of a million faces for the clusters (0.02 s), not the table (0.08 s)
+        # the clusters' faces and the given faces in two queries, not one filter with OR:
+        # DuckDB then scans one column of a million faces (0.02 s), not the table (0.08 s)
         rows = con.execute(
             "SELECT face_id FROM faces WHERE cluster_id IN (SELECT unnest(?)) "
-            "UNION SELECT face_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
             "UNION SELECT face_id FROM face_pins WHERE cluster_id IN (SELECT unnest(?)) "
             "UNION SELECT face_id FROM face_rejections WHERE cluster_id IN (SELECT unnest(?))",
-            [cluster_ids, face_ids, cluster_ids, cluster_ids]).fetchall()
-        return sorted(int(r[0]) for r in rows)
+            [cluster_ids, cluster_ids, cluster_ids]).fetchall()
+        found = {int(r[0]) for r in rows}
+        if face_ids:
+            found.update(int(r[0]) for r in con.execute(
+                "SELECT face_id FROM faces WHERE face_id IN (SELECT unnest(?))",
+                [face_ids]).fetchall())
+        return sorted(found)
 
     def _facts(self, con: duckdb.DuckDBPyConnection, cluster_ids: list[int],
                face_ids: list[int]) -> Facts:
