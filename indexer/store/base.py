@@ -70,11 +70,12 @@ class StoreBase:
         existed = settings.catalog_path.exists()
         store = cls(settings, read_only=read_only, keep_open=keep_open)
         try:
-            if not read_only and not (existed and store._needs_nothing(model)):
-                with store.transaction() as con:
-                    apply_migrations(con)
-                    store._check_or_record_model(con, model)
-            store._model = store._read_model()
+            if read_only or not (existed and store._needs_nothing(model)):
+                if not read_only:
+                    with store.transaction() as con:
+                        apply_migrations(con)
+                        store._check_or_record_model(con, model)
+                store._model = store._read_model()
             if model is not None and store._model is not None:
                 _ensure_same_model(settings.home, store._model, model)
         except BaseException:
@@ -89,12 +90,11 @@ class StoreBase:
         from ..migrations import SCHEMA_VERSION
 
         try:
-            recorded = self._read_model()
+            self._model = self._read_model()
         except duckdb.CatalogException:  # no meta table yet
-            self._done_with_connection()
             return False
         return self._schema_at_open == SCHEMA_VERSION and (model is None or
-                                                           recorded is not None)
+                                                           self._model is not None)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """Open the catalog, waiting (up to settings.lock_timeout) while another process
