@@ -39,6 +39,8 @@ FORMAT = 1
 PEOPLE_ROWS = 100  # `faceidx people`'s default --limit
 HISTORY_ROWS = 50  # `faceidx history`'s default --limit
 FAILURE_ROWS = 1000  # more failed files than this: `status --failures` reads the catalog
+KEYS = {"stamp", "counts", "model", "schema_version", "failures", "people", "people_total",
+        "history"}
 
 
 def change_stamp(path: Path) -> tuple[int, ...]:
@@ -80,7 +82,7 @@ def load(settings: Settings) -> dict[str, Any] | None:
         data = json.loads(_path(settings).read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not data.keys() >= KEYS:
         return None
     if data.get("stamp") != list(change_stamp(settings.catalog_path)):
         return None

@@ -119,6 +119,10 @@ def test_a_broken_or_foreign_summary_reads_the_catalog(synthetic: Settings) -> N
     data["counts"]["faces"] = 7
     file.write_text(json.dumps(data))
     assert summary.status(settings)["faces"] == 400
+    data = json.loads(file.read_text())
+    del data["people"]
+    file.write_text(json.dumps(data))
+    assert summary.people_top(settings, 5)[0] == truth[1][0][:5]
 
 
 def test_a_request_beyond_the_summary_reads_the_catalog(synthetic: Settings,
@@ -148,3 +152,16 @@ def test_no_summary_is_written_when_the_catalog_changed_while_it_was_read(
     monkeypatch.setattr(summary, "change_stamp", moving)
     assert summary.status(settings)["faces"] == 400
     assert not file.exists()
+
+
+def test_opening_a_migrated_catalog_for_writing_writes_nothing(synthetic: Settings) -> None:
+    """A writer's open (every correction's) no longer commits: reading through one leaves
+    the catalog, and so a current summary, as they were."""
+    settings = synthetic
+    summary.status(settings)
+    before = summary.change_stamp(settings.catalog_path)
+    assert corrections.resolve_cluster(settings, "Synthetic Person 1") > 0
+    with Store.open(settings) as store:
+        assert store.schema_version() > 0
+    assert summary.change_stamp(settings.catalog_path) == before
+    assert summary.load(settings) is not None
