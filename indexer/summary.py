@@ -14,8 +14,7 @@ Who writes it: the reader that found it stale, like a seqlock: the stamp is take
 catalog is opened and again after it is closed, and the file is written only when both agree
 (no commit happened in between, so what was read is the state the stamp names). A writer
 (the daemon, `name`) writes nothing here: its commit changes the stamp, which is all a reader
-needs to know, and taking a stamp while holding DuckDB's connection is unsafe (closing any
-descriptor of the catalog drops the process's POSIX locks on it, DuckDB's included).
+needs to know.
 
 This module imports neither DuckDB nor the store until the catalog has to be read.
 """
@@ -26,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -52,14 +52,13 @@ def change_stamp(path: Path) -> tuple[int, ...]:
     mtimes and inodes say when a file was replaced (mtimes alone tick too coarsely: two
     commits a few ms apart, of one size, can share one).
 
-    Not for a process that has the catalog open through DuckDB: closing the descriptor read
-    here drops every POSIX lock the process holds on the file, DuckDB's too."""
+    Safe in a process that has the catalog open through DuckDB (the web app's threads, `watch
+    --serve`): the headers are read through a descriptor kept open for the life of the
+    process, because closing any descriptor of a file drops every POSIX lock the process
+    holds on it, DuckDB's included, and another process could then write the file under it."""
     out: list[int] = []
     try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            fh.seek(4096)
-            headers = hashlib.blake2b(fh.read(8192), digest_size=8).digest()
+        st, headers = _headers(path)
         out += [st.st_size, st.st_mtime_ns, st.st_ino, int.from_bytes(headers, "little")]
     except FileNotFoundError:
         out += [0, 0, 0, 0]
@@ -69,6 +68,35 @@ def change_stamp(path: Path) -> tuple[int, ...]:
     except FileNotFoundError:
         out += [0, 0, 0]
     return tuple(out)
+
+
+_kept_open: dict[str, tuple[int, int]] = {}  # catalog path -> (inode, descriptor)
+_kept_lock = threading.Lock()
+KEPT_OPEN = 32
+"""Descriptors kept (one per catalog looked at; a test session sees many): beyond this many,
+the least recently looked at is closed. A replaced catalog's old descriptor is never closed
+(this process may still hold DuckDB's lock on that file)."""
+
+
+def _headers(path: Path) -> tuple[os.stat_result, bytes]:
+    """The catalog's stat and a hash of its two database headers."""
+    if not hasattr(os, "pread"):  # Windows: no POSIX locks to drop
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            fh.seek(4096)
+            return st, hashlib.blake2b(fh.read(8192), digest_size=8).digest()
+    inode = os.stat(path).st_ino
+    key = str(path)
+    with _kept_lock:
+        kept = _kept_open.pop(key, None)
+        if kept is None or kept[0] != inode:  # first look, or the file was replaced
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            kept = (os.fstat(fd).st_ino, fd)
+            while len(_kept_open) >= KEPT_OPEN:
+                os.close(_kept_open.pop(next(iter(_kept_open)))[1])
+        _kept_open[key] = kept  # most recently looked at last
+    st = os.fstat(kept[1])
+    return st, hashlib.blake2b(os.pread(kept[1], 8192, 4096), digest_size=8).digest()
 
 
 # ---------------------------------------------------------------------- the file

@@ -165,3 +165,19 @@ def test_opening_a_migrated_catalog_for_writing_writes_nothing(synthetic: Settin
         assert store.schema_version() > 0
     assert summary.change_stamp(settings.catalog_path) == before
     assert summary.load(settings) is not None
+
+
+def test_taking_the_stamp_keeps_duckdbs_lock(settings: Settings) -> None:
+    """Closing any descriptor of a file drops the process's POSIX locks on it, DuckDB's too:
+    the stamp (which the web app takes while its threads have the catalog open) must not let
+    another process open a catalog this one is writing."""
+    build(settings, 50, "dlib", seed=1, named=1)
+    probe = ("import duckdb, sys\ntry:\n    duckdb.connect(sys.argv[1]).close()\n"
+             "    print('opened')\nexcept duckdb.IOException:\n    print('refused')")
+    with Store.open(settings) as store:
+        store.cluster_names()  # the catalog is open for writing in this process
+        for _ in range(2):
+            summary.change_stamp(settings.catalog_path)
+        out = subprocess.run([sys.executable, "-c", probe, str(settings.catalog_path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "refused", out.stderr
