@@ -91,8 +91,14 @@ class Settings:
 
     faiss_ivf_min_faces: int = 50_000
     """From this many faces the search index is IVF (approximate) instead of an exact scan."""
-    faiss_nprobe: int = 64
-    """IVF lists a search probes (more: better recall, slower); see README "Performance"."""
+    faiss_nprobe: int = 512
+    """IVF lists a search probes (more: better recall, slower): 512 of the 4096 lists at 1M
+    faces; see README "Performance"."""
+    faiss_ivf_kind: str = "pq"
+    """What an IVF base stores: pq (4-bit fast-scan codes, candidates re-ranked on exact
+    vectors kept beside the base), flat (float32) or sq8 (8 bits a dimension)."""
+    faiss_refine: int = 100
+    """Candidates of a pq base re-ranked exactly per query face (more: better recall)."""
     faiss_delta_max: int = 20_000
     """Faces the FAISS delta log may hold before a writer folds it into a new base file."""
 

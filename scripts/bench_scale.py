@@ -12,7 +12,9 @@ Per size it prints: cold `faceidx status`, `people`, `history` and `name` (wall 
 seconds of a fresh process through the `faceidx` entry point, best of two; the first three
 with the home's summary.json current, and `status` again as the first read after a write);
 FAISS search per query face and recall@10 against an exact scan (200 queries near stored
-faces, one thread, every IVF list mapped once before, as in a long-running process);
+faces, one thread, every IVF list mapped once before, as in a long-running process), after
+rebuilding the home's search index when it is not of the kind and size the settings ask for
+(a home copied from an older version: its build time is printed);
 the `query` command's own overhead beyond the model (a fresh process: the command's imports,
 opening the index, searching one face and judging its nearest person, as `query` does after
 the model); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
@@ -137,7 +139,8 @@ def measure_search(home: Path, n_queries: int = 200) -> dict[str, float]:
     np.save(home / "bench_queries.npy", queries[:5])
     return {"faiss_load_s": load, "search_ms": per_query * 1000,
             "search_cpu_ms": cpu_per_query * 1000, "recall10": recall,
-            "nprobe": float(index.nprobe) if index.is_ivf else 0.0}
+            "nprobe": float(index.nprobe) if index.is_ivf else 0.0,
+            "nlist": float(faiss_nlist(index.base)) if index.is_ivf else 0.0}
 
 
 def home_for(root: Path, n: int, model: str, copy_from: dict[int, Path]) -> tuple[Path, dict]:
@@ -192,10 +195,21 @@ def bench_size(root: Path, n: int, model: str, args: argparse.Namespace) -> dict
     if "light" not in skip:
         fig.update(measure_light(home, n))
     if "search" not in skip or "query" not in skip:
+        t0, c0 = time.perf_counter(), time.process_time()
+        with Store.open(settings_mod.load({"home": home})) as store:
+            if store.rebuild_faiss_if_unfit():  # e.g. a home copied from an older version
+                fig["faiss_build_s"] = time.perf_counter() - t0
+                fig["faiss_build_cpu_s"] = time.process_time() - c0
+                print(f"[{n}] search index rebuilt from the catalog as the settings ask "
+                      f"({fig['faiss_build_s']:.0f} s, {fig['faiss_build_cpu_s']:.0f} s CPU "
+                      f"in this process)", flush=True)
         fig.update(measure_search(home))
+        kind = "exact" if not fig["nprobe"] else \
+            f"IVF {settings_mod.load({'home': home}).faiss_ivf_kind}, {fig['nprobe']:.0f} of " \
+            f"{fig['nlist']:.0f} lists"
         print(f"[{n}] search {fig['search_ms']:.2f} ms/query ({fig['search_cpu_ms']:.2f} CPU), "
               f"recall@10 {fig['recall10']:.3f} (nprobe {fig['nprobe']:.0f}; 0: exact), "
-              f"index load {fig['faiss_load_s']:.2f} s", flush=True)
+              f"index load {fig['faiss_load_s']:.2f} s ({kind})", flush=True)
     if "query" not in skip:
         probes = [run([sys.executable, "-c", QUERY_PROBE, str(home),
                        str(home / "bench_queries.npy")], home) for _ in range(2)]

@@ -1,7 +1,8 @@
 """Search recall and speed per index setting, on real faces and on two kinds of synthetic faces.
 
-    uv run python scripts/bench_search.py --real HOME [--sizes 1000000] [--lists 2048,4096] \
-        [--nprobe 16,32,64,128] [--data old,fitted] [--kinds flat,sq8] [--dim 128]
+    uv run python scripts/bench_search.py --real HOME [--sizes 1000000] [--lists 2048] \
+        [--nprobe 128,256,512] [--data real,old,fitted] [--kinds pq,flat,sq8] [--refine 100] \
+        [--dim 128]
 
 HOME is an index home of real photos whose folder names are identities (LFW:
 `lfw/<Name>/<Name>_NNNN.jpg`), e.g. `faceidx index --model dlib --home HOME <lfw subset>`.
@@ -14,10 +15,15 @@ Data sets:
 First it compares the neighbour structure of the three at HOME's size (share of variance in the
 top principal components; a query's 1st and 10th neighbour over the median distance; local
 intrinsic dimension, MLE over 20 neighbours) and their recall with the store's own rule for
-that size. Then, per size in --sizes, synthetic data at that size: for each number of IVF lists
-and lists probed, recall@10 against an exact scan and time per query face (one query at a
-time, on one thread, as `query` searches). Queries are held-out faces (new photos of the same
-population), 200 per set. The index is built by the store's own code (`build_base`).
+that size. Then, per size in --sizes, synthetic data at that size: for each IVF kind (`pq`:
+4-bit fast-scan codes re-ranked on exact vectors, --refine candidates; `flat`; `sq8`), number
+of IVF lists and lists probed, recall@10 against an exact scan and time per query face (one
+query at a time, on one thread, as `query` searches), and the build's time. Queries are
+held-out faces (new photos of the same population), 200 per set. The index is built and
+searched by the store's own code (`build_base`, `FaceIndex`).
+`--data real` at a size larger than HOME's stands for real faces at that size as well as this
+machine can: HOME's faces are held out as queries and searched among the fitted faces of that
+size plus HOME's other faces (recall of real queries in a crowd drawn like them).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import numpy as np
 from indexer import settings as settings_mod
 from indexer.models import distance_scale
 from indexer.store import Store
-from indexer.store.faceindex import FaceIndex, build_base, ivf_lists
+from indexer.store.faceindex import REFINED_KINDS, FaceIndex, build_base, ivf_lists
 from indexer.synthetic_fit import fit, make_like
 
 QUERIES = 200
@@ -88,37 +94,46 @@ def structure(base: np.ndarray, queries: np.ndarray) -> dict[str, float]:
             "lid20": float(np.median(lid))}
 
 
+Row = tuple[int, int, float, float, float]
+
+
 def sweep(base: np.ndarray, queries: np.ndarray, nlist: int | None, nprobes: list[int],
-          kind: str = "flat", k: int = 10) -> list[tuple[int, float, float, float]]:
-    """(nprobe, recall@k, ms per query, CPU ms per query) for each nprobe."""
+          kind: str = "flat", refines: tuple[int, ...] = (100,), k: int = 10) -> list[Row]:
+    """(nprobe, refine, recall@k, ms per query, CPU ms per query) for each nprobe (and, for
+    a kind re-ranked on exact vectors, each number of candidates re-ranked)."""
     dim = base.shape[1]
     ids = np.arange(len(base), dtype=np.int64)
-    t0 = time.process_time()
-    index = FaceIndex(build_base(ids, base, dim, nlist, kind), ids, dim, 1, ids_sorted=True)
-    build_cpu = time.process_time() - t0
-    print(f"    (built in {build_cpu:.0f} s CPU)", flush=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    refined = nlist is not None and kind in REFINED_KINDS
+    index = FaceIndex(build_base(ids, base, dim, nlist, kind), ids, dim, 1, ids_sorted=True,
+                      vectors=base if refined else None, refine=1)
+    print(f"    (built in {time.perf_counter() - t0:.0f} s, {time.process_time() - c0:.0f} s "
+          f"CPU)", flush=True)
     truth = exact_top(base, queries, k)
     out = []
     for nprobe in (nprobes if nlist else [0]):
         index.nprobe = nprobe
         if nlist and nprobe > nlist:
             continue
-        got = []
-        t0, c0 = time.perf_counter(), time.process_time()
-        for q in queries:
-            got.append(index.search(q[None, :], k)[1][0])
-        ms = (time.perf_counter() - t0) / len(queries) * 1000
-        cpu = (time.process_time() - c0) / len(queries) * 1000
-        recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / k
-                                for g, t in zip(got, truth, strict=True)]))
-        out.append((nprobe, recall, ms, cpu))
+        for refine in (refines if refined else (0,)):
+            index.refine = refine
+            got = []
+            t0, c0 = time.perf_counter(), time.process_time()
+            for q in queries:
+                got.append(index.search(q[None, :], k)[1][0])
+            ms = (time.perf_counter() - t0) / len(queries) * 1000
+            cpu = (time.process_time() - c0) / len(queries) * 1000
+            recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / k
+                                    for g, t in zip(got, truth, strict=True)]))
+            out.append((nprobe, refine, recall, ms, cpu))
     return out
 
 
-def report(name: str, n: int, nlist: int | None, rows: list[tuple[int, float, float, float]],
-           ivf: str = "flat") -> None:
-    for nprobe, recall, ms, cpu in rows:
+def report(name: str, n: int, nlist: int | None, rows: list[Row], ivf: str = "flat") -> None:
+    for nprobe, refine, recall, ms, cpu in rows:
         kind = f"IVF-{ivf:<4} {nprobe:>4}/{nlist:<5}" if nlist else "exact".ljust(20)
+        if refine:
+            kind += f" re-rank {refine}"
         print(f"  {name:<7} {n:>9,}  {kind}  recall@10 {recall:.3f}  {ms:7.2f} ms "
               f"({cpu:.2f} CPU)", flush=True)
 
@@ -128,16 +143,19 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--real", type=Path, required=True, help="a home of real, labelled faces")
     ap.add_argument("--sizes", default="1000000")
-    ap.add_argument("--lists", default="2048,4096")
-    ap.add_argument("--nprobe", default="8,16,32,64,128,256")
-    ap.add_argument("--data", default="old,fitted", help="synthetic sets at --sizes")
-    ap.add_argument("--kinds", default="flat", help="IVF vector storage: flat, sq8")
+    ap.add_argument("--lists", default="2048")
+    ap.add_argument("--nprobe", default="128,256,512")
+    ap.add_argument("--data", default="real,fitted,old",
+                    help="sets at --sizes: real (HOME's faces among fitted ones), fitted, old")
+    ap.add_argument("--kinds", default="pq", help="IVF vector storage: pq, flat, sq8")
+    ap.add_argument("--refine", default="100", help="candidates re-ranked (pq)")
     ap.add_argument("--dim", type=int, default=0, help="0: the real home's dimension")
     ap.add_argument("--stats-out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     started = time.perf_counter()
     nprobes = [int(v) for v in args.nprobe.split(",")]
+    refines = tuple(int(v) for v in args.refine.split(","))
     vectors, labels, model = real_faces(args.real)
     stats = fit(vectors, labels)
     if args.stats_out:
@@ -167,14 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrecall at {n_real - QUERIES:,} faces, IVF with the store's {nlist} lists:")
     for kind, (base, queries) in matched.items():
         report(kind, len(base), nlist, sweep(base, queries, nlist,
-                                             [p for p in (1, 2, 4, 8, 16, 32) if p <= nlist]))
+                                             [p for p in (1, 2, 4, 8, 16, 32) if p <= nlist],
+                                             "flat"))
     for n in (int(s) for s in args.sizes.split(",") if s):
         for kind in (k for k in args.data.split(",") if k):
-            base, queries = split(make(kind, n + QUERIES, args.seed + 1), args.seed)
-            print(f"\n{kind} synthetic, {n:,} faces, {dim}-d:", flush=True)
+            if kind == "real":  # HOME's faces as queries, the rest of them in a fitted crowd
+                real_base, queries = matched["real"]
+                crowd = make(kind, n - len(real_base), args.seed + 1)
+                base = np.ascontiguousarray(np.concatenate([crowd, real_base]))
+                del crowd
+                print(f"\nreal queries ({len(queries)} of HOME's faces) among {len(real_base)} "
+                      f"real and {n - len(real_base):,} fitted faces, {dim}-d:", flush=True)
+            else:
+                base, queries = split(make(kind, n + QUERIES, args.seed + 1), args.seed)
+                print(f"\n{kind} synthetic, {n:,} faces, {dim}-d:", flush=True)
             for ivf in args.kinds.split(","):
                 for lists in (int(v) for v in args.lists.split(",")):
-                    report(kind, n, lists, sweep(base, queries, lists, nprobes, ivf), ivf)
+                    report(kind, n, lists, sweep(base, queries, lists, nprobes, ivf, refines),
+                           ivf)
             del base
     print(f"\nbench_search: {time.perf_counter() - started:.0f} s in all")
     return 0

@@ -1,5 +1,6 @@
 """The search index a reader sees (`FaceIndex`: base minus removed ids, plus an exact index of
-additions) and how a base index is built: exact below the IVF threshold, IVF-Flat above.
+additions) and how a base index is built: exact below the IVF threshold, IVF above (by default
+IVF with 4-bit fast-scan PQ codes, whose candidates are re-ranked on the exact vectors).
 
 The store (`vectors.py`) owns the files; this module holds no paths, so benchmarks build and
 search exactly what the store would (scripts/bench_search.py).
@@ -29,12 +30,20 @@ class FaceIndex:
     """What a search sees: the base index minus removed ids, plus an exact index of additions."""
 
     def __init__(self, base: Any, base_ids: np.ndarray, dim: int, nprobe: int, *,
-                 ids_sorted: bool = False) -> None:
+                 ids_sorted: bool = False, vectors: np.ndarray | None = None,
+                 refine: int = 0) -> None:
+        """`vectors`: the base's exact vectors, one row per id of the sorted `base_ids` (a
+        memory map in a reader); with them the base's `refine` best candidates per query are
+        re-ranked on exact inner products (for a base of compressed codes)."""
         import faiss
         import numpy as np
 
         self.base = base
         self.base_ids = base_ids if ids_sorted else np.sort(np.asarray(base_ids, np.int64))
+        if vectors is not None and not ids_sorted:
+            raise ValueError("vectors need base_ids sorted, one row per id")
+        self.vectors = vectors
+        self.refine = refine if vectors is not None else 0
         self._base_signature: tuple[int, int, int] | None = None
         self.dim = dim
         self.nprobe = nprobe
@@ -132,7 +141,10 @@ class FaceIndex:
                     np.fromiter(self.removed, np.int64, len(self.removed))))
             params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=sel) if self.is_ivf \
                 else (faiss.SearchParameters(sel=sel) if sel is not None else None)
-            parts.append(self.base.search(queries, k, params=params))
+            live = len(self.base_ids) - len(self.removed)
+            fetch = min(max(k, self.refine), live) if self.refine else k
+            sims, ids = self.base.search(queries, fetch, params=params)
+            parts.append(self._rerank(queries, ids, k) if self.refine else (sims, ids))
         if self._added_ids:
             parts.append(self.added.search(queries, min(k, len(self._added_ids))))
         if not parts:
@@ -143,6 +155,30 @@ class FaceIndex:
         sims = np.where(ids < 0, -np.inf, sims)
         order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+
+    def _rerank(self, queries: np.ndarray, ids: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of the base's candidates by exact inner product on the stored vectors."""
+        import numpy as np
+
+        assert self.vectors is not None
+        out_sims = np.full((len(queries), k), -np.inf, np.float32)
+        out_ids = np.full((len(queries), k), -1, np.int64)
+        step = 1024  # queries per chunk: candidate vectors of a chunk stay a few MB per query
+        for s in range(0, len(queries), step):
+            cand = ids[s:s + step]
+            rows = np.searchsorted(self.base_ids, np.maximum(cand, 0))
+            rows = np.minimum(rows, len(self.base_ids) - 1)
+            vecs = np.asarray(self.vectors[rows.ravel()]).reshape(*cand.shape, self.dim)
+            sims = np.einsum("qcd,qd->qc", vecs, queries[s:s + step])
+            sims = np.where(cand < 0, -np.inf, sims).astype(np.float32)
+            take = min(k, cand.shape[1])
+            order = np.argsort(-sims, axis=1, kind="stable")[:, :take]
+            out_sims[s:s + step, :take] = np.take_along_axis(sims, order, 1)
+            out_ids[s:s + step, :take] = np.where(np.isinf(out_sims[s:s + step, :take]), -1,
+                                                  np.take_along_axis(cand, order, 1))
+        return out_sims, out_ids
 
 
 def _signature(ids: np.ndarray) -> tuple[int, int, int]:
@@ -166,8 +202,8 @@ def _base_ids(index: Any) -> np.ndarray:
 
 
 def ivf_lists(n_faces: int) -> int:
-    """IVF lists for n faces: a power of two near 2 sqrt(n)."""
-    return 1 << max(4, round(math.log2(2 * math.sqrt(max(n_faces, 1)))))
+    """IVF lists for n faces: a power of two near 4 sqrt(n) (4096 at 1M faces)."""
+    return 1 << max(4, round(math.log2(4 * math.sqrt(max(n_faces, 1)))))
 
 
 def _is_ivf(index: Any) -> bool:
@@ -188,9 +224,32 @@ def faiss_nlist(index: Any) -> int:
 
 
 
-IVF_KINDS = ("flat", "sq8")
-"""How an IVF base stores its vectors: float32 as given, or 8 bits per dimension (a quarter of
-the bytes to scan and to map; scripts/bench_search.py measures both)."""
+IVF_KINDS = ("pq", "flat", "sq8")
+"""How an IVF base stores its vectors: `pq`, 4-bit product-quantizer codes scanned with SIMD
+(fast-scan, half a byte per dimension) whose best candidates are re-ranked on the exact vectors
+kept beside the base; `flat`, float32 as given; `sq8`, 8 bits per dimension.
+scripts/bench_search.py measures them (README "Performance")."""
+REFINED_KINDS = ("pq",)
+"""Kinds whose candidates are re-ranked on exact vectors (FaceIndex `vectors`, `refine`)."""
+
+
+def ivf_kind(index: Any) -> str:
+    """The IVF_KINDS name of an IVF base."""
+    import faiss
+
+    ivf = index if isinstance(index, faiss.IndexIVF) else faiss.extract_index_ivf(index)
+    ivf = faiss.downcast_index(ivf)
+    if isinstance(ivf, faiss.IndexIVFPQFastScan):
+        return "pq"
+    if isinstance(ivf, faiss.IndexIVFScalarQuantizer):
+        return "sq8"
+    return "flat"
+
+
+def pq_subquantizers(dim: int) -> int:
+    """Fast-scan PQ sub-quantizers for dim: one per dimension up to 128 (64 bytes a face at
+    128-d), one per two dimensions above (128 bytes at 512-d)."""
+    return dim if dim <= 128 else max(128, dim // 2)
 
 
 def build_base(ids: np.ndarray, vectors: np.ndarray, dim: int, nlist: int | None,
@@ -211,11 +270,14 @@ def build_base(ids: np.ndarray, vectors: np.ndarray, dim: int, nlist: int | None
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist,
                                               faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT, False)
+    elif kind == "pq":
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_subquantizers(dim)}x4fs",
+                                    faiss.METRIC_INNER_PRODUCT)  # owns its quantizer
     elif kind == "flat":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
         raise ValueError(f"unknown IVF kind {kind!r}; one of {', '.join(IVF_KINDS)}")
-    index.cp.max_points_per_centroid = IVF_POINTS_PER_LIST
+    faiss.extract_index_ivf(index).cp.max_points_per_centroid = IVF_POINTS_PER_LIST
     rng = np.random.default_rng(0)
     sample = vectors[np.sort(rng.choice(len(ids), min(len(ids), nlist * IVF_POINTS_PER_LIST),
                                         replace=False))]

@@ -1,10 +1,13 @@
 """The FAISS cache: a base index file plus a delta log, derived from the catalog (the truth).
 
 - `faces.faiss`, the base: exact search (IndexIDMap2 over IndexFlatIP) below
-  `settings.faiss_ivf_min_faces` faces, else IVF-Flat on inner product, probing
+  `settings.faiss_ivf_min_faces` faces, else IVF on inner product storing
+  `settings.faiss_ivf_kind` (default 4-bit fast-scan PQ codes), probing
   `settings.faiss_nprobe` lists (chosen by measurement; see README "Performance"). Written
-  atomically (temporary file, fsync, rename); readers map it, so a query reads only the lists
-  it probes.
+  atomically (temporary file, fsync, rename), with sidecars named after the file's identity:
+  its sorted ids and, for PQ codes, the exact vectors in that order, on which a search re-ranks
+  its `settings.faiss_refine` best candidates. Readers map the sidecars (and an IVF-Flat base),
+  so a query reads only the rows it needs.
 - `faces.delta`, the log (`delta.py`): every committed batch appends the ids it added (with
   vectors) and removed. Persisting a batch is O(batch); a writer never loads the base for it.
 - Readers replay the log into a small exact index of added faces and a set of removed ids
@@ -27,7 +30,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import delta as delta_log
-from .faceindex import FaceIndex, _base_ids, _is_ivf, build_base, faiss_nlist, ivf_lists
+from .faceindex import (
+    IVF_KINDS,
+    REFINED_KINDS,
+    FaceIndex,
+    _base_ids,
+    _is_ivf,
+    build_base,
+    faiss_nlist,
+    ivf_kind,
+    ivf_lists,
+)
 from .files import replacing
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
@@ -51,6 +64,8 @@ class VectorsMixin:
         if hasattr(index, "id_map"):
             return not self._want_ivf(n_faces)
         if not self._want_ivf(n_faces // 2):  # shrunk far below the IVF threshold
+            return False
+        if ivf_kind(index) != self.settings.faiss_ivf_kind:
             return False
         return ivf_lists(n_faces) <= 2 * faiss_nlist(index)
 
@@ -107,7 +122,9 @@ class VectorsMixin:
         else:
             ids = self._read_base_ids(base)
             self.__dict__["_base_ids_cache"] = (identity, ids)
-        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe, ids_sorted=True)
+        vectors = self._read_base_vectors(base, ids)
+        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe, ids_sorted=True,
+                         vectors=vectors, refine=self.settings.faiss_refine)
         replay = delta_log.replay(self._delta_path, self.model.dim)
         self._apply_replay(view, replay)
         self._delta_valid_bytes, self._delta_faces = replay.valid_bytes, replay.faces
@@ -129,6 +146,38 @@ class VectorsMixin:
         ids = np.sort(_base_ids(base))
         self._persist(_write_ids, self.settings.faiss_path, key, ids)
         return ids
+
+    def _read_base_vectors(self, base: Any, ids: np.ndarray) -> np.ndarray | None:
+        """For a base of compressed codes, the exact vectors of its sorted ids: memory-mapped
+        from the sidecar written with it (a query reads only its candidates' rows), else taken
+        from the catalog and the sidecar written. None for a base that needs none."""
+        import numpy as np
+
+        if hasattr(base, "id_map") or ivf_kind(base) not in REFINED_KINDS:
+            return None
+        sidecar = _vectors_path(self.settings.faiss_path, _file_key(self.settings.faiss_path))
+        try:
+            vectors = np.load(sidecar, mmap_mode="r")
+            if vectors.dtype == np.float32 and vectors.shape == (len(ids), self.model.dim):
+                return vectors
+        except (OSError, ValueError):
+            pass
+        vectors = self._catalog_vectors(ids)
+        self._persist(_write_vectors, self.settings.faiss_path,
+                      _file_key(self.settings.faiss_path), vectors)
+        return vectors
+
+    def _catalog_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The catalog's vectors of these sorted ids (zeros for an id it no longer holds: such
+        a face is removed from the base's search by the log or the repair)."""
+        import numpy as np
+
+        have, vectors = self.embeddings()
+        out = np.zeros((len(ids), self.model.dim), np.float32)
+        pos = np.minimum(np.searchsorted(have, ids), max(len(have) - 1, 0))
+        found = (have[pos] == ids) if len(have) else np.zeros(len(ids), bool)
+        out[found] = vectors[pos[found]]
+        return out
 
     def _read_base(self, *, mmap: bool) -> tuple[Any, str | None]:
         import faiss
@@ -180,12 +229,24 @@ class VectorsMixin:
 
     def _rebuild_faiss(self) -> FaceIndex:
         """A new base from every embedding in the catalog (written unless read-only)."""
-        ids, vectors = self.embeddings()
+        ids, vectors = self.embeddings()  # sorted by id
         base = self._build_base(ids, vectors)
-        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe)
+        refined = not hasattr(base, "id_map") and ivf_kind(base) in REFINED_KINDS
+        view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe, ids_sorted=True,
+                         vectors=vectors if refined else None, refine=self.settings.faiss_refine)
         self._faiss = view
-        self._persist(self._write_base, base)
+        self._persist(self._write_base, base, vectors if refined else None)
         return view
+
+    def rebuild_faiss_if_unfit(self) -> bool:
+        """Rebuild the base from the catalog when it is missing or of another kind or size than
+        the settings ask for (as the next writer would); True when it was rebuilt."""
+        view, _ = self._persisted_view()
+        if view is not None and self._base_fits(view.base, self._catalog_signature()[0]):
+            return False
+        self._faiss = None
+        self._rebuild_faiss()
+        return True
 
     def _persist(self, write: Any, *args: Any) -> None:
         """Write a rebuild or repair (readers too: the files are a cache, written atomically
@@ -199,8 +260,13 @@ class VectorsMixin:
                      self.settings.home, exc)
 
     def _build_base(self, ids: np.ndarray, vectors: np.ndarray) -> Any:
+        if self.settings.faiss_ivf_kind not in IVF_KINDS:
+            from ..errors import FaceidxError
+
+            raise FaceidxError(f"setting faiss_ivf_kind: {self.settings.faiss_ivf_kind!r} is "
+                               f"not one of {', '.join(IVF_KINDS)}")
         nlist = ivf_lists(len(ids)) if self._want_ivf(len(ids)) else None
-        return build_base(ids, vectors, self.model.dim, nlist)
+        return build_base(ids, vectors, self.model.dim, nlist, self.settings.faiss_ivf_kind)
 
     # ------------------------------------------------------------------ writing
     def _apply_pending_faiss(self) -> None:
@@ -268,16 +334,25 @@ class VectorsMixin:
             base.remove_ids(np.fromiter(view.removed, np.int64, len(view.removed)))
         ids = view.ids()
         added = ids[~np.isin(ids, view.base_ids)]
-        if len(added):
-            ids, vectors = self.embeddings(added.tolist())
-            base.add_with_ids(vectors, ids)
+        add_ids, add_vectors = self.embeddings(added.tolist()) if len(added) else (
+            np.zeros(0, np.int64), np.zeros((0, self.model.dim), np.float32))
+        if len(add_ids):
+            base.add_with_ids(add_vectors, add_ids)
+        vectors = None
+        if view.vectors is not None:  # the exact vectors beside it, in the new base's id order
+            kept = ~np.isin(view.base_ids, np.fromiter(view.removed, np.int64,
+                                                       len(view.removed)))
+            all_ids = np.concatenate([view.base_ids[kept], add_ids])
+            order = np.argsort(all_ids, kind="stable")
+            vectors = np.concatenate([np.asarray(view.vectors)[kept], add_vectors])[order]
         log.info("FAISS: folded %d logged changes into a new base of %d faces",
                  self._delta_faces, base.ntotal)
-        self._write_base(base)
+        self._write_base(base, vectors)
         self._faiss = None  # the next search maps the new base
 
-    def _write_base(self, base: Any) -> None:
-        """Write the base atomically (temporary file, fsync, rename), then empty the log."""
+    def _write_base(self, base: Any, vectors: np.ndarray | None = None) -> None:
+        """Write the base atomically (temporary file, fsync, rename), with its sorted ids and
+        (for a base of codes) exact vectors beside it, then empty the log."""
         import faiss
         import numpy as np
 
@@ -289,7 +364,11 @@ class VectorsMixin:
             faiss.write_index(base, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-            _write_ids(path, _file_key(Path(tmp)), np.sort(_base_ids(base)))
+            ids = np.sort(_base_ids(base))
+            _write_ids(path, _file_key(Path(tmp)), ids)
+            if vectors is not None:
+                assert len(vectors) == len(ids)
+                _write_vectors(path, _file_key(Path(tmp)), vectors)
             os.replace(tmp, path)  # keeps the inode and mtime, so the sidecar's key holds
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -322,11 +401,26 @@ def _write_ids(faiss_path: Path, key: str, ids: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(ids, dtype=np.int64))
 
 
+def _vectors_path(faiss_path: Path, key: str) -> Path:
+    return faiss_path.with_name(f"{faiss_path.stem}.vectors-{key}.npy")
+
+
+def _write_vectors(faiss_path: Path, key: str, vectors: np.ndarray) -> None:
+    """Write the exact vectors of the base file `key` names (rows in its sorted id order)."""
+    import numpy as np
+
+    with replacing(_vectors_path(faiss_path, key), ".faces.vectors.") as fh:
+        np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
+
+
 def _drop_stale_ids(faiss_path: Path) -> None:
-    keep = _ids_path(faiss_path, _file_key(faiss_path)).name
-    for old in faiss_path.parent.glob(f"{faiss_path.stem}.ids-*.npy"):
-        if old.name != keep:
-            old.unlink(missing_ok=True)
+    """Remove sidecars (ids, vectors) of base files that are gone."""
+    key = _file_key(faiss_path)
+    keep = {_ids_path(faiss_path, key).name, _vectors_path(faiss_path, key).name}
+    for pattern in ("ids", "vectors"):
+        for old in faiss_path.parent.glob(f"{faiss_path.stem}.{pattern}-*.npy"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
 
 
 def persisted_ids(faiss_path: Path, dim: int) -> np.ndarray:
