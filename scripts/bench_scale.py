@@ -15,9 +15,11 @@ FAISS search per query face and recall@10 against an exact scan (200 queries nea
 faces, one thread, every IVF list mapped once before, as in a long-running process), after
 rebuilding the home's search index when it is not of the kind and size the settings ask for
 (a home copied from an older version: its build time is printed);
-the `query` command's own overhead beyond the model (a fresh process: the command's imports,
-opening the index, searching one face and judging its nearest person, as `query` does after
-the model); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
+the `query` command's own overhead beyond the model: `faceidx query --photo` (default an LFW
+photo of the shared test data) against a process that only imports, loads and runs its model
+on that photo, best of 3 each, and, for comparison, a fresh process doing only what `query`
+does after the model (imports, opening the index, searching one face, judging its nearest
+person); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
 `faceidx recluster` and `faceidx export` (wall, CPU, peak RSS; skipped above --recluster-max /
 --export-max). `--skip` leaves out any of: light, search, query, writes, recluster, export.
 The last table gives each figure's growth per 10x faces. Figures are wall clock on the
@@ -60,6 +62,18 @@ service.match_vectors(settings_mod.load({"home": sys.argv[1]}), q[:1], 10)
 t2 = time.perf_counter()
 print(f"{t2 - t0:.3f} {t2 - t1:.3f}")
 """
+MODEL_PROBE = """
+import sys
+from pathlib import Path
+from indexer import settings as settings_mod
+from indexer.imageio import decode
+from indexer.models import create_model
+settings = settings_mod.load({"home": sys.argv[1]})
+model = create_model(sys.argv[3], settings)
+model.load()
+print(len(model.analyze([decode(Path(sys.argv[2]), max_pixels=10**8, max_bytes=10**8)])[0]))
+"""
+PHOTO = REPO.parent / "shared" / "faces" / "lfw" / "Aaron_Guiel" / "Aaron_Guiel_0001.jpg"
 PARTS = ("light", "search", "query", "writes", "recluster", "export")
 
 
@@ -219,9 +233,21 @@ def bench_size(root: Path, n: int, model: str, args: argparse.Namespace) -> dict
             raise RuntimeError(f"the query probe printed no timing: {out[-500:]!r}")
         fig["query_overhead_s"], fig["query_overhead_cpu_s"] = float(found[-1][0]), cpu
         fig["query_in_process_s"] = float(found[-1][1])
-        print(f"[{n}] query overhead beyond the model: {fig['query_overhead_s']:.2f} s "
-              f"({cpu:.2f} s CPU for the whole process; opening the index, searching and "
-              f"judging in process {fig['query_in_process_s']:.2f} s)", flush=True)
+        print(f"[{n}] match_vectors alone (no model), fresh process: "
+              f"{fig['query_overhead_s']:.2f} s ({cpu:.2f} s CPU for the whole process; "
+              f"opening the index, searching and judging in process "
+              f"{fig['query_in_process_s']:.2f} s)", flush=True)
+        if args.photo.is_file():  # the command as a user runs it, against its model alone
+            cmd = min((run(FACEIDX + ["query", str(args.photo)], home)[:2]
+                       for _ in range(3)), key=lambda r: r[0])
+            alone = min((run([sys.executable, "-c", MODEL_PROBE, str(home), str(args.photo),
+                              model], home)[:2] for _ in range(3)), key=lambda r: r[0])
+            fig["query_cmd_s"], fig["query_model_alone_s"] = cmd[0], alone[0]
+            fig["query_beyond_model_s"] = cmd[0] - alone[0]
+            print(f"[{n}] `faceidx query PHOTO` {cmd[0]:.2f} s ({cmd[1]:.2f} CPU), its model "
+                  f"alone (import, load, analyze PHOTO) {alone[0]:.2f} s ({alone[1]:.2f} CPU): "
+                  f"query overhead beyond the model {fig['query_beyond_model_s']:.2f} s "
+                  f"(best of 3 each)", flush=True)
     if "writes" not in skip:
         fig["writes_faces_per_s"], fig["writes_faces_per_cpu_s"] = measure_writes(home)
         print(f"[{n}] store writes: {fig['writes_faces_per_s']:.0f} faces/s "
@@ -261,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export-max", type=int, default=1_000_000)
     ap.add_argument("--copy-from", action="append", default=[], metavar="N=DIR",
                     help="start the home of N faces as a copy of DIR (a home built before)")
+    ap.add_argument("--photo", type=Path, default=PHOTO,
+                    help="the photo `faceidx query` is timed on (skipped when absent)")
     ap.add_argument("--skip", default="", help=f"comma-separated parts to leave out: "
                     f"{', '.join(PARTS)}")
     args = ap.parse_args(argv)

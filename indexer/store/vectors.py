@@ -343,8 +343,9 @@ class VectorsMixin:
             kept = ~np.isin(view.base_ids, np.fromiter(view.removed, np.int64,
                                                        len(view.removed)))
             all_ids = np.concatenate([view.base_ids[kept], add_ids])
-            order = np.argsort(all_ids, kind="stable")
-            vectors = np.concatenate([np.asarray(view.vectors)[kept], add_vectors])[order]
+            vectors = np.concatenate([np.asarray(view.vectors)[kept], add_vectors])
+            if len(all_ids) > 1 and not (np.diff(all_ids) > 0).all():  # new ids are larger
+                vectors = vectors[np.argsort(all_ids, kind="stable")]  # (never reused): rare
         log.info("FAISS: folded %d logged changes into a new base of %d faces",
                  self._delta_faces, base.ntotal)
         self._write_base(base, vectors)
