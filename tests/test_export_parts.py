@@ -217,7 +217,7 @@ def test_a_synthetic_home_exports_paged_with_placeholder_cells(
     paged = export_mod.export_index(settings, tmp_path / "paged",
                                     export_mod.ExportOptions(**quick))
     monkeypatch.setattr(export_mod, "PAGE", 100_000)
-    monkeypatch.setattr(folders_mod, "GRID_CHUNK", 16)  # grids drawn by two processes
+    monkeypatch.setattr(folders_mod, "GRID_CHUNK", 16)  # two processes draw, during the plots
     whole = export_mod.export_index(settings, tmp_path / "whole",
                                     export_mod.ExportOptions(grid_workers=2, **quick))
     assert settings.catalog_path.read_bytes() == catalog

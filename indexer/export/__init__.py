@@ -20,9 +20,9 @@ import numpy as np
 
 from ..settings import Settings
 from ..store import Store
-from . import csvs, metrics, outdir, plots
+from . import csvs, folders, metrics, outdir, plots
 from .data import OUTLIER, PAGE, ExportData, read
-from .folders import LinkMode, PhotoLinks, groups, write_grids
+from .folders import BackgroundGrids, LinkMode, PhotoLinks, groups, write_grids
 from .images import FaceSources, write_box_crops
 from .progress import NoProgress, Progress
 
@@ -144,20 +144,29 @@ def export_index(settings: Settings, out: Path, options: ExportOptions | None = 
     data, grid_groups, links, sources, every = _read_and_stream(settings, out, options,
                                                                 progress, warnings)
     log.info("export: CSVs and links done at %.1f s", time.perf_counter() - start)
-    plotted = plots.write_plots(
-        data, out, legend_clusters=options.legend_clusters,
-        plot_max_points=options.plot_max_points, tsne_max_points=options.tsne_max_points,
-        size_bars=options.size_bars, tree_max_clusters=options.tree_max_clusters,
-        seed=options.seed, progress=progress)
-    log.info("export: plots done at %.1f s", time.perf_counter() - start)
-    metrics.write(metrics.build(data, silhouette_max=options.silhouette_max,
-                                davies_bouldin_max=options.davies_bouldin_max,
-                                seed=options.seed, plotted=plotted), out)
-    log.info("export: metrics done at %.1f s", time.perf_counter() - start)
-    cells = write_grids(data, out, grid_groups, sources, settings, size=options.thumb_size,
-                        columns=options.grid_columns,
-                        workers=options.grid_workers or min(os.cpu_count() or 1, 4),
-                        progress=progress)
+    workers = options.grid_workers or min(os.cpu_count() or 1, 4)
+    grid_args: dict[str, Any] = {"size": options.thumb_size, "columns": options.grid_columns,
+                                 "workers": workers}
+    behind = None  # many grids: worker processes draw them while this process plots
+    if workers > 1 and len(grid_groups) > folders.GRID_CHUNK:
+        behind = BackgroundGrids(data, out, grid_groups, sources, settings, **grid_args)
+    try:
+        plotted = plots.write_plots(
+            data, out, legend_clusters=options.legend_clusters,
+            plot_max_points=options.plot_max_points, tsne_max_points=options.tsne_max_points,
+            size_bars=options.size_bars, tree_max_clusters=options.tree_max_clusters,
+            seed=options.seed, progress=progress)
+        log.info("export: plots done at %.1f s", time.perf_counter() - start)
+        metrics.write(metrics.build(data, silhouette_max=options.silhouette_max,
+                                    davies_bouldin_max=options.davies_bouldin_max,
+                                    seed=options.seed, plotted=plotted), out)
+        log.info("export: metrics done at %.1f s", time.perf_counter() - start)
+    except BaseException:
+        if behind is not None:
+            behind.cancel()
+        raise
+    cells = behind.join(progress) if behind is not None else write_grids(
+        data, out, grid_groups, sources, settings, progress=progress, **grid_args)
     log.info("export: grids done at %.1f s", time.perf_counter() - start)
     crops, unreadable_photos = 0, set(cells.unreadable_photos)
     if every is not None:

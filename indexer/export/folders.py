@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -169,9 +170,11 @@ def _draw(settings: Settings, out: Path, size: int, columns: int,
 
 def write_grids(data: ExportData, out: Path, grid_groups: Sequence[Group],
                 sources: FaceSources, settings: Settings, *, size: int, columns: int,
-                workers: int, progress: Progress) -> CellCounts:
+                workers: int, progress: Progress,
+                stop: threading.Event | None = None) -> CellCounts:
     """Each folder's thumbnail_grid.png, its cells from the face-crop cache; drawn by
-    `workers` processes (PNG encoding and cropping are most of an export of a big index)."""
+    `workers` processes (PNG encoding and cropping are most of an export of a big index).
+    Once `stop` is set, no further chunk is handed out."""
     def chunks() -> Iterator[list[tuple[str, str, str, bool, list[BrowseFace]]]]:
         for i in range(0, len(grid_groups), GRID_CHUNK):
             yield [(g.folder, g.title, g.note, g.cluster_id != OUTLIER,
@@ -193,6 +196,8 @@ def write_grids(data: ExportData, out: Path, grid_groups: Sequence[Group],
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         pending: dict[Future[CellCounts], int] = {}
         for chunk in chunks():  # a few chunks in flight: their faces are built as needed
+            if stop is not None and stop.is_set():
+                break
             if len(pending) >= 2 * workers:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -203,3 +208,60 @@ def write_grids(data: ExportData, out: Path, grid_groups: Sequence[Group],
             total.add(future.result())
             progress.advance(pending[future])
     return total
+
+
+class BackgroundGrids:
+    """`write_grids` run by a thread of this process (its worker processes draw) while the
+    caller goes on: the plots, mostly on one core, and the grid workers then share the cores
+    instead of taking turns. Progress is counted here and shown when the caller joins."""
+
+    def __init__(self, data: ExportData, out: Path, grid_groups: Sequence[Group],
+                 sources: FaceSources, settings: Settings, *, size: int, columns: int,
+                 workers: int) -> None:
+        self._total = len(grid_groups)
+        self._done = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._result: CellCounts | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._result = write_grids(data, out, grid_groups, sources, settings,
+                                           size=size, columns=columns, workers=workers,
+                                           progress=self, stop=self._stop)
+            except BaseException as exc:  # handed to the caller by join()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="export-grids", daemon=True)
+        self._thread.start()
+
+    def start(self, total: int, description: str) -> None:
+        pass  # the total is known up front
+
+    def advance(self, n: int = 1) -> None:
+        with self._lock:
+            self._done += n
+
+    def join(self, progress: Progress) -> CellCounts:
+        """Wait for every grid, showing their progress; re-raises the drawing's error."""
+        progress.start(self._total, "drawing grids")
+        shown = 0
+        while True:
+            self._thread.join(0.5)
+            with self._lock:
+                done = self._done
+            if done > shown:
+                progress.advance(done - shown)
+                shown = done
+            if not self._thread.is_alive():
+                break
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def cancel(self) -> None:
+        """Hand out no more grids and wait for those in hand (the caller failed)."""
+        self._stop.set()
+        self._thread.join()
