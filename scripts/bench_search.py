@@ -1,7 +1,7 @@
 """Search recall and speed per index setting, on real faces and on two kinds of synthetic faces.
 
-    uv run python scripts/bench_search.py --real HOME [--sizes 1000000] [--lists 2048] \
-        [--nprobe 128,256,512] [--data real,old,fitted] [--kinds pq,flat,sq8] [--refine 100] \
+    uv run python scripts/bench_search.py --real HOME [--sizes 1000000] [--lists 4096] \
+        [--nprobe 256,512] [--data real,old,fitted] [--kinds pq,flat,sq8] [--refine 100] \
         [--dim 128]
 
 HOME is an index home of real photos whose folder names are identities (LFW:
@@ -143,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--real", type=Path, required=True, help="a home of real, labelled faces")
     ap.add_argument("--sizes", default="1000000")
-    ap.add_argument("--lists", default="2048")
-    ap.add_argument("--nprobe", default="128,256,512")
+    ap.add_argument("--lists", default="0", help="IVF lists; 0: the store's rule for the size "
+                    "(4096 at 1M)")
+    ap.add_argument("--nprobe", default="256,512", help="lists probed (the store's default: "
+                    "512)")
     ap.add_argument("--data", default="real,fitted,old",
                     help="sets at --sizes: real (HOME's faces among fitted ones), fitted, old")
     ap.add_argument("--kinds", default="pq", help="IVF vector storage: pq, flat, sq8")
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 base, queries = split(make(kind, n + QUERIES, args.seed + 1), args.seed)
                 print(f"\n{kind} synthetic, {n:,} faces, {dim}-d:", flush=True)
             for ivf in args.kinds.split(","):
-                for lists in (int(v) for v in args.lists.split(",")):
+                for lists in (int(v) or ivf_lists(n) for v in args.lists.split(",")):
                     report(kind, n, lists, sweep(base, queries, lists, nprobes, ivf, refines),
                            ivf)
             del base
