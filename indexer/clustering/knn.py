@@ -44,13 +44,13 @@ class KnnConfig:
     measured by `neighbour_recall` (scripts/bench_recluster.py prints it)."""
 
     exact_max_faces: int = 20_000
-    ivf_lists_per_sqrt_n: float = 4.0
+    ivf_lists_per_sqrt_n: float = 8.0  # finer lists, finer probes: see the README
     ivf_nprobe: int = 64  # nearest lists known per list; ivf_candidates picks among them
     # candidate points searched per point (probe_lists): this times sqrt(N), the share of the
     # points searched falls as 1/sqrt(N) (at 100k faces 2.5%, at 1M 0.8%)
     ivf_candidates_per_sqrt_n: float = 8.0
     ivf_min_candidates: int = 2000
-    ivf_train_per_list: int = 16  # k-means training vectors per list
+    ivf_train_per_list: int = 8  # k-means training vectors per list
     ivf_train_iterations: int = 6
     batch_size: int = 8192
 
