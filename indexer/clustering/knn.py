@@ -183,18 +183,14 @@ def pair_distances(
     rows: NDArray[np.int64],
     cols: NDArray[np.int64],
     chunk: int = 1 << 20,
-    *,
-    double: bool = True,
 ) -> NDArray[np.float64]:
     """Euclidean distances between x[rows[i]] and x[cols[i]], computed in float64 (like
-    sklearn's trees) or, with double=False, in float32 (faster; for approximate graphs)."""
+    sklearn's trees)."""
     out = np.empty(len(rows), dtype=np.float64)
     step = max(1, chunk // max(1, x.shape[1]))
     for start in range(0, len(rows), step):
-        a = x[rows[start : start + step]]
-        b = x[cols[start : start + step]]
-        if double:
-            a, b = a.astype(np.float64), b.astype(np.float64)
+        a = x[rows[start : start + step]].astype(np.float64)
+        b = x[cols[start : start + step]].astype(np.float64)
         diff = a - b
         out[start : start + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
