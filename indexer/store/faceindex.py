@@ -24,6 +24,13 @@ SERIAL_QUERIES = 16
 """Fewer query faces than this are searched on one thread: OpenMP's threads cost more than they
 save for a few queries (on a busy 2-core machine 13.6 ms of CPU per query face against 0.6 ms
 on one thread, exact search over 10k faces)."""
+IVF_KINDS = ("pq", "flat", "sq8")
+"""How an IVF base stores its vectors: `pq`, 4-bit product-quantizer codes scanned with SIMD
+(fast-scan, half a byte per dimension) whose best candidates are re-ranked on the exact vectors
+kept beside the base; `flat`, float32 as given; `sq8`, 8 bits per dimension.
+scripts/bench_search.py measures them (README "Performance")."""
+REFINED_KINDS = ("pq",)
+"""Kinds whose candidates are re-ranked on exact vectors (FaceIndex `vectors`, `refine`)."""
 
 
 class FaceIndex:
@@ -60,11 +67,7 @@ class FaceIndex:
         return not hasattr(self.base, "id_map")
 
     def _in_base(self, ids: np.ndarray) -> np.ndarray:
-        import numpy as np
-
-        pos = np.searchsorted(self.base_ids, ids)
-        pos = np.minimum(pos, max(len(self.base_ids) - 1, 0))
-        return (self.base_ids[pos] == ids) if len(self.base_ids) else np.zeros(len(ids), bool)
+        return rows_of(self.base_ids, ids)[1]
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add faces; ids already present are skipped (replaying a log twice is harmless)."""
@@ -156,7 +159,6 @@ class FaceIndex:
         order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
 
-
     def _rerank(self, queries: np.ndarray, ids: np.ndarray, k: int
                 ) -> tuple[np.ndarray, np.ndarray]:
         """The k best of the base's candidates by exact inner product on the stored vectors."""
@@ -168,8 +170,7 @@ class FaceIndex:
         step = 1024  # queries per chunk: candidate vectors of a chunk stay a few MB per query
         for s in range(0, len(queries), step):
             cand = ids[s:s + step]
-            rows = np.searchsorted(self.base_ids, np.maximum(cand, 0))
-            rows = np.minimum(rows, len(self.base_ids) - 1)
+            rows = rows_of(self.base_ids, cand)[0]  # -1 pads: a row masked out below
             vecs = np.asarray(self.vectors[rows.ravel()]).reshape(*cand.shape, self.dim)
             sims = np.einsum("qcd,qd->qc", vecs, queries[s:s + step])
             sims = np.where(cand < 0, -np.inf, sims).astype(np.float32)
@@ -187,6 +188,22 @@ def _signature(ids: np.ndarray) -> tuple[int, int, int]:
     if len(ids) == 0:
         return 0, 0, 0
     return len(ids), int(ids.sum()), int(np.bitwise_xor.reduce(ids))
+
+
+def rows_of(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `ids` sits in `sorted_ids` (a valid row even for an absent id), and
+    whether it is there."""
+    import numpy as np
+
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+    found = (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(np.shape(ids), bool)
+    return pos, found
+
+
+def refined(base: Any) -> bool:
+    """Whether this base stores codes whose candidates are re-ranked on exact vectors kept
+    beside it (REFINED_KINDS)."""
+    return not hasattr(base, "id_map") and ivf_kind(base) in REFINED_KINDS
 
 
 def _base_ids(index: Any) -> np.ndarray:
@@ -220,17 +237,6 @@ def faiss_nlist(index: Any) -> int:
     import faiss
 
     return int(faiss.extract_index_ivf(index).nlist)
-
-
-
-
-IVF_KINDS = ("pq", "flat", "sq8")
-"""How an IVF base stores its vectors: `pq`, 4-bit product-quantizer codes scanned with SIMD
-(fast-scan, half a byte per dimension) whose best candidates are re-ranked on the exact vectors
-kept beside the base; `flat`, float32 as given; `sq8`, 8 bits per dimension.
-scripts/bench_search.py measures them (README "Performance")."""
-REFINED_KINDS = ("pq",)
-"""Kinds whose candidates are re-ranked on exact vectors (FaceIndex `vectors`, `refine`)."""
 
 
 def ivf_kind(index: Any) -> str:

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 from . import delta as delta_log
 from .faceindex import (
     IVF_KINDS,
-    REFINED_KINDS,
     FaceIndex,
     _base_ids,
     _is_ivf,
@@ -40,6 +39,8 @@ from .faceindex import (
     faiss_nlist,
     ivf_kind,
     ivf_lists,
+    refined,
+    rows_of,
 )
 from .files import replacing
 
@@ -153,7 +154,7 @@ class VectorsMixin:
         from the catalog and the sidecar written. None for a base that needs none."""
         import numpy as np
 
-        if hasattr(base, "id_map") or ivf_kind(base) not in REFINED_KINDS:
+        if not refined(base):
             return None
         sidecar = _vectors_path(self.settings.faiss_path, _file_key(self.settings.faiss_path))
         try:
@@ -174,8 +175,7 @@ class VectorsMixin:
 
         have, vectors = self.embeddings()
         out = np.zeros((len(ids), self.model.dim), np.float32)
-        pos = np.minimum(np.searchsorted(have, ids), max(len(have) - 1, 0))
-        found = (have[pos] == ids) if len(have) else np.zeros(len(ids), bool)
+        pos, found = rows_of(have, ids)
         out[found] = vectors[pos[found]]
         return out
 
@@ -231,11 +231,11 @@ class VectorsMixin:
         """A new base from every embedding in the catalog (written unless read-only)."""
         ids, vectors = self.embeddings()  # sorted by id
         base = self._build_base(ids, vectors)
-        refined = not hasattr(base, "id_map") and ivf_kind(base) in REFINED_KINDS
+        exact = vectors if refined(base) else None
         view = FaceIndex(base, ids, self.model.dim, self.settings.faiss_nprobe, ids_sorted=True,
-                         vectors=vectors if refined else None, refine=self.settings.faiss_refine)
+                         vectors=exact, refine=self.settings.faiss_refine)
         self._faiss = view
-        self._persist(self._write_base, base, vectors if refined else None)
+        self._persist(self._write_base, base, exact)
         return view
 
     def rebuild_faiss_if_unfit(self) -> bool:
