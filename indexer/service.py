@@ -231,30 +231,15 @@ def _verdicts(store: Store, settings: Settings, vectors: Any,
 
 
 def status(source: Source, *, with_failures: bool = False) -> dict[str, Any]:
-    settings = settings_of(source)
+    from .summary import status_fields
+
     with reading(source) as store:
         counts = store.counts()
         model = store.recorded_model
-        out: dict[str, Any] = {
-            "home": str(settings.home),
-            "images": counts.images,
-            "images_ok": counts.ok,
-            "images_no_face": counts.no_face,
-            "faces": counts.faces,
-            "clusters": counts.clusters,
-            "people": counts.people,
-            "unassigned": counts.unassigned,
-            "failed": counts.failed,
-            "model": None if model is None else asdict(model),
-            "schema_version": store.schema_version(),
-        }
-        if with_failures:
-            out["failures"] = [{"path": p, "reason": r} for p, r in store.failures()]
-    from .locks import IngestLock
-
-    holder = IngestLock.holder(settings.home)
-    out["indexer_running"] = holder
-    return out
+        schema_version = store.schema_version()
+        failures = store.failures() if with_failures else None
+    return status_fields(settings_of(source), asdict(counts),
+                         None if model is None else asdict(model), schema_version, failures)
 
 
 def open_for_corrections(settings: Settings) -> Store:

@@ -185,29 +185,36 @@ def status(settings: Settings, *, with_failures: bool = False) -> dict[str, Any]
         from . import service
 
         return service.status(settings, with_failures=with_failures)
-    c = data["counts"]
-    out: dict[str, Any] = {
-        "home": str(settings.home),
-        "images": c["images"],
-        "images_ok": c["ok"],
-        "images_no_face": c["no_face"],
-        "faces": c["faces"],
-        "clusters": c["clusters"],
-        "people": c["people"],
-        "unassigned": c["unassigned"],
-        "failed": c["failed"],
-        "model": data["model"],
-        "schema_version": data["schema_version"],
-    }
-    if with_failures:
-        failures = data["failures"]
-        if failures is None:  # too many to keep beside the catalog
-            from . import service
+    failures = data["failures"] if with_failures else None
+    if with_failures and failures is None:  # too many to keep beside the catalog
+        from . import service
 
-            return service.status(settings, with_failures=True)
-        out["failures"] = [{"path": p, "reason": r} for p, r in failures]
+        return service.status(settings, with_failures=True)
+    return status_fields(settings, data["counts"], data["model"], data["schema_version"],
+                         failures)
+
+
+def status_fields(settings: Settings, counts: dict[str, int], model: dict[str, Any] | None,
+                  schema_version: int, failures: list[Any] | None) -> dict[str, Any]:
+    """What `faceidx status` shows, from the catalog's counts (Counts as a dict), recorded
+    model and schema version, and its failed files as (path, reason) when asked for."""
     from .locks import IngestLock
 
+    out: dict[str, Any] = {
+        "home": str(settings.home),
+        "images": counts["images"],
+        "images_ok": counts["ok"],
+        "images_no_face": counts["no_face"],
+        "faces": counts["faces"],
+        "clusters": counts["clusters"],
+        "people": counts["people"],
+        "unassigned": counts["unassigned"],
+        "failed": counts["failed"],
+        "model": model,
+        "schema_version": schema_version,
+    }
+    if failures is not None:
+        out["failures"] = [{"path": p, "reason": r} for p, r in failures]
     out["indexer_running"] = IngestLock.holder(settings.home)
     return out
 
