@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 
-Migration = tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]
+Migration = tuple[str, Callable[["duckdb.DuckDBPyConnection"], None]]
 
 
 def _initial(con: duckdb.DuckDBPyConnection) -> None:

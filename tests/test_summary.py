@@ -23,7 +23,8 @@ FAST = """
 import sys
 from cli import fastpath
 code = fastpath.run(sys.argv[1:])
-print("duckdb imported:", "duckdb" in sys.modules, file=sys.stderr)
+print("duckdb imported:", "_duckdb" in sys.modules or "duckdb" in sys.modules,
+      file=sys.stderr)
 sys.exit(code)
 """
 

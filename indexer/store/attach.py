@@ -21,10 +21,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
-import duckdb
-
 from ..errors import IndexBusy
 from ..summary import change_stamp
+from .engine import duckdb
 
 ALIAS = "catalog"
 __all__ = ["ALIAS", "AttachedCatalog", "change_stamp", "current", "reads_through"]

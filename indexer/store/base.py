@@ -14,13 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-import duckdb
-
 from ..errors import IndexBusy, IndexNotFound, ModelMismatch
 from ..migrations import apply_migrations
 from ..settings import Settings
 from ..types import ModelInfo
 from .attach import current as current_attached
+from .engine import duckdb
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from ..errors import NotFound
 from ..migrations import HISTORY_SINCE, MEDOIDS_SINCE
 from ..types import Matrix
+from .engine import duckdb
 from .faces import id_filter
 from .rows import BrowseFace, BrowsePerson, Change, PhotoRow
 

@@ -6,9 +6,8 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from ..types import FaceResult, Match, Matrix
+from .engine import duckdb
 from .rows import Counts, StoredFace, distance_from_ip
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it

@@ -20,9 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import duckdb
-
 from ..errors import Conflict, NothingToUndo
+from .engine import duckdb
 from .rows import Change
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import duckdb
-
 from ..types import ImageRecord
+from .engine import duckdb
 from .rows import NewImage
 
 log = logging.getLogger(__name__)

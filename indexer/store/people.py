@@ -6,9 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from ..errors import Conflict, NotFound
+from .engine import duckdb
 from .faces import id_filter
 from .rows import ClusterRow, ClusterSnapshot, ClusterState, PersonRow
 
