@@ -81,12 +81,18 @@ def enforce(
     order = np.argsort(cells, kind="stable")
     faces, cells = faces[order], cells[order]
     cuts = np.nonzero(np.diff(cells))[0] + 1
+    # members of a cluster: a slice of the faces sorted by label (one sort, not a scan of
+    # every label per cluster: at 1M faces thousands of clusters hold a duplicate)
+    by_label = np.argsort(out, kind="stable")
+    sorted_labels = out[by_label]
     for cell in np.split(faces, cuts):
         keep = cell[is_fixed[cell]]
         if len(keep) == 0:
             cid = int(out[cell[0]])
             if cid not in medoids:
-                medoids[cid] = _medoid(x, np.nonzero(out == cid)[0].astype(np.int64))
+                lo, hi = np.searchsorted(sorted_labels, [cid, cid + 1])
+                members = by_label[lo:hi]
+                medoids[cid] = _medoid(x, members[out[members] == cid].astype(np.int64))
             m = x[medoids[cid]].astype(np.float64)
             d = np.linalg.norm(x[cell].astype(np.float64) - m, axis=1)
             keep = cell[[int(np.argmin(d))]]

@@ -72,11 +72,7 @@ def reconcile(
 
     # Overlaps between new clusters and old ids, largest first.
     both = (new >= 0) & (prev >= 0)
-    pairs, overlap = (
-        np.unique(np.stack([new[both], prev[both]], axis=1), axis=0, return_counts=True)
-        if both.any()
-        else (np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))
-    )
+    pairs, overlap = _overlaps(new[both], prev[both])
     old_ids, old_sizes = np.unique(prev[prev >= 0], return_counts=True)
     old_size = dict(zip(old_ids.tolist(), old_sizes.tolist(), strict=True))
     candidates = [
@@ -97,16 +93,21 @@ def reconcile(
     fresh = max([next_id, *[u + 1 for u in used]]) if used else next_id
     fresh_ids: list[int] = []
     final = np.full(n, -1, dtype=np.int64)
-    new_clusters, first_face = np.unique(new[new >= 0], return_index=True)
-    order = np.argsort(np.nonzero(new >= 0)[0][first_face], kind="stable")
-    for c in new_clusters[order].tolist():
+    clustered = new >= 0
+    new_clusters, first_face, where = np.unique(new[clustered], return_index=True,
+                                                return_inverse=True)
+    order = np.argsort(np.nonzero(clustered)[0][first_face], kind="stable")
+    final_of = np.empty(len(new_clusters), dtype=np.int64)  # final id of each new cluster
+    for pos in order.tolist():
+        c = int(new_clusters[pos])
         if c in new_to_old:
             cid = new_to_old[c]
         else:
             cid = fresh
             fresh += 1
             fresh_ids.append(cid)
-        final[new == c] = cid
+        final_of[pos] = cid
+    final[clustered] = final_of[where.reshape(-1)]  # one pass, not one per cluster
 
     # Named ids that no new cluster took keep their largest surviving group.
     fallback: list[int] = []
@@ -144,6 +145,18 @@ def reconcile(
         next_id=fresh,
     )
     return final, report
+
+
+def _overlaps(new: NDArray[np.int64], prev: NDArray[np.int64]
+              ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Distinct (new, old) id pairs, sorted, and how many faces each holds: one sort of an
+    int64 key instead of np.unique over rows (several times slower at 1M faces)."""
+    if len(new) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    base, width = int(prev.min()), int(prev.max() - prev.min()) + 1
+    keys, counts = np.unique((new - int(new.min())) * width + (prev - base), return_counts=True)
+    pairs = np.stack([keys // width + int(new.min()), keys % width + base], axis=1)
+    return pairs, counts
 
 
 def _kept_by_hand(final: NDArray[np.int64], prev: NDArray[np.int64], photos: NDArray[np.int64],
