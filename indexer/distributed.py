@@ -9,11 +9,16 @@ docs recommend preparing a fixed environment on every node; nothing is downloade
 stream back in whatever order they finish, and the driver commits them in batches as they
 arrive: the catalog has one writer, with local indexing's transactions and crash safety.
 
+The dataset does not wait for the driver to hash every file: it is a row of numbered slots, sized
+from how many files the run may send (guided blocks, see GUIDED_SHARE), and the actor that takes
+slot i fetches block i from a small feed actor on the driver's node as soon as the driver has
+hashed and planned its files. So Ray starts its actors and they load the model while the driver
+still reads and hashes, and the driver keeps only a few blocks ahead of the results (its memory
+and the object store stay bounded however large the run).
+
 Workers get each photo in one of two ways (`read`):
-- "driver" (the default): the bytes go from the driver's node through Ray's object store (works
-  with no shared storage). The driver has just read and hashed the files, so up to INLINE_BYTES
-  in all it puts them in the dataset's blocks itself; a larger run reads them again in a small
-  Ray Data stage pinned to the driver's node;
+- "driver" (the default): the bytes the driver has just read and hashed go in the block, through
+  Ray's object store (works with no shared storage);
 - "shared": the actor reads the path itself (every node mounts the photos at the same path).
 Either way the worker hashes what it read; a file that changed since the driver hashed it is
 left for the next run rather than stored under the wrong hash.
@@ -23,12 +28,17 @@ Ray is imported only inside this module's functions: it is the optional extra `r
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import logging
+import operator
 import os
 import pickle
+import queue
 import re
 import socket
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -55,11 +65,9 @@ GUIDED_SHARE = 4
 block, so blocks shrink to one file towards the end of a run. Ray Data queues two blocks on each
 actor, so the last blocks decide how long the other actors wait idle at the end; large blocks
 earlier cost fewer Ray tasks (each one costs CPU in the driver, the raylet and the actor)."""
-INLINE_BYTES = 256 * 2**20
-"""--ray-read driver: when the files that need the model hold at most this many bytes in all,
-the driver, which has just read and hashed them, puts them in the dataset's own blocks (no read
-stage, no extra Ray processes); a larger run reads them again in a Ray Data stage pinned to the
-driver's node, so the driver never holds more than this in memory."""
+AHEAD_PER_ACTOR = 3
+"""Blocks the driver puts ahead of the results it has back, per actor: Ray Data queues two on
+each actor, one more keeps them busy while the driver commits. It bounds the bytes in flight."""
 LOCAL_START_ATTEMPTS = 3
 AGENT_WAIT_MS = 180_000
 """How long a local raylet waits for its agents to start (Ray's default gave up after ~15 s on a
@@ -136,33 +144,35 @@ def _import_ray() -> Any:
 class FaceActor:
     """A Ray Data actor: loads the face model once, then analyses one row at a time."""
 
-    def __init__(self, model_name: str, settings: Settings, threads: int = 1) -> None:
+    def __init__(self, model_name: str, settings: Settings, feed: Any, threads: int = 1) -> None:
         from .models import create_model
 
         if settings.model_threads is None:  # as a local worker process: the CPUs it reserved
             settings = replace(settings, model_threads=threads)
         self.settings = settings
+        self.feed = feed
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = create_model(model_name, settings)
         self.model.load()  # from the weights installed on this node; raises if they are missing
         log.info("model %s loaded in Ray actor %s", model_name, self.worker)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = []
-        for i in range(len(batch["key"])):  # bytes from the driver, or (shared) the path only
-            data = batch["data"][i] if "data" in batch else None
-            outcome = self._one(str(batch["path"][i]), str(batch["hash"][i]), data,
-                                str(batch["note"][i]) if "note" in batch else "")
-            out.append(pickle.dumps(outcome))
-        return {"key": batch["key"], "worker": np.array([self.worker] * len(out), dtype=object),
+        """The files of the dataset's slots in `batch`, as the driver put them in the feed."""
+        import ray
+
+        keys, out = [], []
+        for slot in batch["slot"]:
+            boxed = ray.get(self.feed.get.remote(int(slot)))  # waits until the driver puts it
+            for key, path, content_hash, data in ray.get(boxed[0]) if boxed else ():
+                keys.append(key)  # data: the bytes from the driver, or (shared) None
+                out.append(pickle.dumps(self._one(path, content_hash, data)))
+        return {"key": np.array(keys, dtype=np.int64),
+                "worker": np.array([self.worker] * len(out), dtype=object),
                 "outcome": np.array(out, dtype=object)}
 
-    def _one(self, path_text: str, content_hash: str, data: bytes | None,
-             note: str) -> tuple[str, Any]:
+    def _one(self, path_text: str, content_hash: str, data: bytes | None) -> tuple[str, Any]:
         """("ok", (faces, (w, h))), ("failed", reason) or ("skip", why): never an exception."""
         path = Path(path_text)
-        if note:
-            return _read_note(note)
         if data is None:
             try:
                 raw = read_raw(path, max_bytes=self.settings.max_file_bytes)
@@ -206,27 +216,41 @@ def _hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()  # as imageio.read_raw
 
 
-def _read_note(note: str) -> tuple[str, str]:
-    kind, _, reason = note.partition(":")
-    return kind, reason
+class _Feed:
+    """Where each actor finds its block (a small async actor on the driver's node): block i's
+    ObjectRef once the driver has put it; None for a slot that holds no files (after `finish`)
+    or whose results the driver has (a late duplicate of a retried task)."""
 
+    def __init__(self) -> None:
+        self._refs: dict[int, Any] = {}
+        self._ready: dict[int, asyncio.Event] = {}
+        self._end: int | None = None
+        self._done: set[int] = set()
 
-def read_on_driver_node(batch: dict[str, np.ndarray], max_bytes: int) -> dict[str, np.ndarray]:
-    """The "driver" read stage (a Ray task pinned to the driver's node): each file's bytes,
-    or a note saying why there are none."""
-    data: list[bytes] = []
-    notes: list[str] = []
-    for path_text in batch["path"]:
-        try:
-            data.append(read_raw(Path(str(path_text)), max_bytes=max_bytes).data)
-            notes.append("")
-        except FileNotFoundError:
-            data.append(b"")
-            notes.append("skip:vanished before it could be sent to a worker")
-        except UnreadableImage as exc:
-            data.append(b"")
-            notes.append(f"failed:{exc.reason}")
-    return {**batch, "data": np.array(data, dtype=object), "note": np.array(notes, dtype=object)}
+    def _event(self, slot: int) -> asyncio.Event:
+        return self._ready.setdefault(slot, asyncio.Event())
+
+    async def put(self, slot: int, boxed: list[Any]) -> None:
+        self._refs[slot] = boxed[0]  # (boxed: Ray passes the ref itself, not its value)
+        self._event(slot).set()
+
+    async def finish(self, end: int) -> None:
+        """Slots from `end` on hold nothing."""
+        self._end = end
+        for slot, event in self._ready.items():
+            if slot >= end:
+                event.set()
+
+    async def get(self, slot: int) -> list[Any] | None:
+        if slot not in self._done and (self._end is None or slot < self._end):
+            await self._event(slot).wait()
+        ref = self._refs.get(slot)
+        return None if ref is None else [ref]
+
+    async def drop(self, slot: int) -> None:
+        self._done.add(slot)
+        self._refs.pop(slot, None)
+        self._ready.pop(slot, None)
 
 
 class RayAnalyzer:
@@ -304,51 +328,71 @@ class RayAnalyzer:
         return max(1, int(fits))
 
     def __call__(self, raws: Iterable[RawFile]) -> Iterator[tuple[RawFile, _Analysis]]:
-        ray, o = self._ray, self.options
-        pending: dict[int, RawFile] = {}
-        rows = []
-        held: list[bytes] | None = []  # the bytes, while they fit in INLINE_BYTES
-        total = 0
-        for key, raw in enumerate(raws):  # the driver has planned every file before Ray starts
-            pending[key] = replace(raw, data=b"")  # keep the facts, not the bytes
-            rows.append({"key": key, "path": str(raw.path), "hash": raw.content_hash})
-            total += len(raw.data)
-            if held is not None and total <= INLINE_BYTES:
-                held.append(raw.data)
-            else:
-                held = None
-        if not rows:
-            return
+        """Results as they come back, while the driver still reads and hashes what follows:
+        `raws` may hint (`__length_hint__`) at most how many files it holds, to size the
+        dataset's slots; without a hint the driver plans every file first."""
+        most = operator.length_hint(raws, 0)
+        files = iter(raws)
+        first = next(files, None)
+        if first is None:
+            return  # nothing needs the model: Ray is not even started
+        if most <= 0:
+            rest = list(files)
+            most, files = 1 + len(rest), iter(rest)
         self.start()
-        actors = self.actors()
-        read = o.read
-        inline = read == "driver" and held is not None
-        if inline:
-            for row, data in zip(rows, held or [], strict=True):
-                row["data"] = data
-        held = None
-        ds = ray.data.from_arrow(_blocks(rows, block_sizes(len(rows), actors)))
-        if read == "driver" and not inline:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        yield from self._stream(itertools.chain([first], files), most)
 
-            here = ray.get_runtime_context().get_node_id()
-            ds = ds.map_batches(
-                read_on_driver_node, fn_kwargs={"max_bytes": self.settings.max_file_bytes},
-                batch_size=None, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2),
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
-        ds = ds.map_batches(
+    def _stream(self, files: Iterator[RawFile], most: int
+                ) -> Iterator[tuple[RawFile, _Analysis]]:
+        ray, o = self._ray, self.options
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actors = self.actors()
+        slots = block_sizes(most, actors)
+        here = ray.get_runtime_context().get_node_id()
+        feed = ray.remote(_Feed).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+        ).remote()
+        ds = ray.data.from_items([{"slot": i} for i in range(len(slots))],
+                                 override_num_blocks=len(slots)).map_batches(
             FaceActor, fn_constructor_kwargs={"model_name": self.model_name,
-                                              "settings": self.settings,
+                                              "settings": self.settings, "feed": feed,
                                               "threads": max(1, int(o.cpus_per_actor))},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=o.cpus_per_actor,
-            num_gpus=o.gpus_per_actor or None)
-        log.info("sending %d files (%d MB) to %d Ray actors (read: %s%s)", len(rows),
-                 total // 2**20, actors, read, ", bytes in the blocks" if inline else "")
-        for row in _rows(ray, ds):
-            raw = pending.pop(int(row["key"]), None)
+            num_cpus=o.cpus_per_actor, num_gpus=o.gpus_per_actor or None)
+        rows: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=_iterate, args=(ray, ds, rows), daemon=True,
+                         name="faceidx-ray-results").start()
+        log.info("up to %d files for %d Ray actors (read: %s)", most, actors, o.read)
+        pending: dict[int, RawFile] = {}
+        slot_of: dict[int, int] = {}
+        held: dict[int, tuple[Any, int]] = {}  # slot -> (its ref, files not back yet)
+        keys = itertools.count()
+
+        def put(slot: int, part: list[RawFile]) -> None:
+            block = []
+            for raw in part:
+                key = next(keys)
+                pending[key] = replace(raw, data=b"")  # keep the facts, not the bytes
+                slot_of[key] = slot
+                block.append((key, str(raw.path), raw.content_hash,
+                              raw.data if o.read == "driver" else None))
+            ref = ray.put(block)
+            held[slot] = ref, len(part)
+            feed.put.remote(slot, [ref])
+
+        def take(row: dict[str, Any]) -> Iterator[tuple[RawFile, _Analysis]]:
+            key = int(row["key"])
+            raw = pending.pop(key, None)
             if raw is None:  # a result Ray delivered twice (a retried task): keep the first
-                continue
+                return
+            slot = slot_of.pop(key)
+            ref, left = held[slot]
+            if left > 1:
+                held[slot] = ref, left - 1
+            else:  # the block's last result: nobody needs its bytes any more
+                del held[slot]
+                feed.drop.remote(slot)
             self.workers.add(str(row["worker"]))
             kind, value = pickle.loads(row["outcome"])
             if kind == "ok":
@@ -357,37 +401,67 @@ class RayAnalyzer:
                 yield raw, (UnreadableImage(raw.path, value), None)
             else:
                 log.warning("skipping %s: %s; the next run indexes it", raw.path, value)
+
+        try:
+            slot, part, more = 0, [], True
+            while more:
+                while more and len(held) < AHEAD_PER_ACTOR * actors:
+                    raw = next(files, None)
+                    if raw is None:
+                        more = False
+                        break
+                    part.append(raw)
+                    if len(part) >= slots[slot] and slot + 1 < len(slots):
+                        put(slot, part)
+                        slot, part = slot + 1, []
+                    while not rows.empty():
+                        yield from take(_row(ray, rows.get()))
+                if more:  # as many blocks ahead as allowed: wait for a result
+                    yield from take(_row(ray, rows.get()))
+            for size in _tail(len(part), actors, len(slots) - slot):  # guided, to the end
+                put(slot, part[:size])
+                slot, part = slot + 1, part[size:]
+            feed.finish.remote(slot)
+            while (row := rows.get()) is not _END:
+                yield from take(_row(ray, row))
+        finally:
+            ray.kill(feed)  # (after an error: the actors waiting on it give up, Ray Data stops)
         if pending:
             log.warning("%d files got no result from Ray; the next run indexes them",
                         len(pending))
         log.info("Ray actors that returned results: %s", ", ".join(sorted(self.workers)))
 
 
-def _blocks(rows: list[dict[str, Any]], sizes: list[int]) -> list[Any]:
-    """The rows as Arrow tables of these sizes (one Ray Data block each)."""
-    import pyarrow as pa  # (Ray Data's own dependency)
-
-    tables, start = [], 0
-    for size in sizes:
-        part = rows[start:start + size]
-        start += size
-        columns = {"key": pa.array([r["key"] for r in part], pa.int64()),
-                   "path": pa.array([r["path"] for r in part], pa.string()),
-                   "hash": pa.array([r["hash"] for r in part], pa.string())}
-        if "data" in part[0]:
-            columns["data"] = pa.array([r["data"] for r in part], pa.large_binary())
-        tables.append(pa.table(columns))
-    return tables
+_END = object()
 
 
-def _rows(ray: Any, ds: Any) -> Iterator[dict[str, Any]]:
-    """The dataset's rows as they are ready; a failure of Ray itself is one FaceidxError (what
-    was committed before it stays; the next run does the rest)."""
+def _tail(files: int, actors: int, slots: int) -> list[int]:
+    """The last files' blocks: guided, in at most `slots` blocks."""
+    sizes = block_sizes(files, actors) if files else []
+    return sizes if len(sizes) <= slots else sizes[:slots - 1] + [sum(sizes[slots - 1:])]
+
+
+def _iterate(ray: Any, ds: Any, rows: queue.Queue[Any]) -> None:
+    """(On a thread of the driver) the dataset's rows as they are ready, then _END; or the
+    exception that stopped Ray."""
     try:
-        yield from ds.iter_rows()
-    except ray.exceptions.RayError as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise FaceidxError(f"Ray failed: {first}") from exc
+        for row in ds.iter_rows():
+            rows.put(row)
+        rows.put(_END)
+    except Exception as exc:  # handed to the driver's thread, which raises it
+        rows.put(exc)
+
+
+def _row(ray: Any, item: Any) -> dict[str, Any]:
+    """A result row; a failure of Ray itself is one FaceidxError (what was committed before it
+    stays; the next run does the rest)."""
+    if item is _END:
+        raise FaceidxError("Ray ended before every block came back")
+    if isinstance(item, BaseException):
+        first = next((line for line in str(item).splitlines() if line.strip()),
+                     type(item).__name__)
+        raise FaceidxError(f"Ray failed: {first}") from item
+    return item  # type: ignore[no-any-return]
 
 
 @contextmanager

@@ -114,6 +114,20 @@ class _Run:
     """Files with the same bytes as one in flight: indexed (as copies) once it is committed."""
 
 
+class _AtMost:
+    """Files for the analyzer, with a hint at most how many (`operator.length_hint`): Ray sizes
+    its dataset from it before the driver has hashed them all."""
+
+    def __init__(self, files: Iterator[RawFile], most: int) -> None:
+        self._files, self._most = files, most
+
+    def __iter__(self) -> Iterator[RawFile]:
+        return self._files
+
+    def __length_hint__(self) -> int:
+        return self._most
+
+
 class Indexer:
     """Brings the catalog in line with photos on disk, one committed batch at a time."""
 
@@ -196,7 +210,7 @@ class Indexer:
                 yield from embed
 
         batch: list[tuple[RawFile, Analysis]] = []
-        for result in self.analyzer(needing_model()):
+        for result in self.analyzer(_AtMost(needing_model(), len(paths))):
             batch.append(result)
             if len(batch) >= size:
                 self._commit_results(batch, summary, run)

@@ -215,8 +215,8 @@ def test_ray_index_equals_local_then_skips_and_moves(cli, ray_head, photos: Path
     address, _ = ray_head
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
-    # --ray-read driver with no bytes inline: the read stage pinned to the driver's node sends them
-    monkeypatch.setattr(distributed, "INLINE_BYTES", 0)
+    # the driver keeps one block per actor ahead: it waits for results between the blocks it puts
+    monkeypatch.setattr(distributed, "AHEAD_PER_ACTOR", 1)
     ray = ("--ray", address, "--ray-read", "driver", "--ray-actors", "2")
     first = json.loads(cli("index", "--model", "dlib", "--json", *ray, str(folder)).stdout)
     assert first["new"] == 16 and first["failed"] == 4 and first["faces_added"] == \
