@@ -10,11 +10,18 @@ answers from the file only while the catalog's stamp still equals the recorded o
 stale, unreadable or foreign file, or a request beyond what it holds (`people --limit 0`),
 reads the catalog as before, and that read writes the file again.
 
-Who writes it: the reader that found it stale, like a seqlock: the stamp is taken before the
-catalog is opened and again after it is closed, and the file is written only when both agree
-(no commit happened in between, so what was read is the state the stamp names). A writer
-(the daemon, `name`) writes nothing here: its commit changes the stamp, which is all a reader
-needs to know.
+Who writes it: every writer, as it lets the catalog go (`Upkeep`, driven by the store: the
+daemon after each batch, `name` and the other corrections, a recluster, the web app's
+actions), so the first read after a write finds it current. Holding the catalog for writing
+(no other process can commit), it checkpoints (so closing the connection changes no header),
+reads the summary, takes the stamp and writes the file; within one process, its commits and
+this step share one lock (`commit_lock`), so no other connection commits in between. The one
+count that scans every face (photos with no face) is carried forward from the summary it
+found current when it began, when no face was removed since (`_counts_after`). A reader that finds the file
+stale (a writer that died, a catalog written by an older faceidx) reads the catalog and
+writes the file, like a seqlock: the stamp is taken before the catalog is opened and again
+after it is closed, and the file is written only when both agree (no commit happened in
+between, so what was read is the state the stamp names).
 
 This module imports neither DuckDB nor the store until the catalog has to be read.
 """
@@ -26,7 +33,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +42,12 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 FILE = "summary.json"
-FORMAT = 1
+FORMAT = 2
 PEOPLE_ROWS = 100  # `faceidx people`'s default --limit
 HISTORY_ROWS = 50  # `faceidx history`'s default --limit
 FAILURE_ROWS = 1000  # more failed files than this: `status --failures` reads the catalog
 KEYS = {"stamp", "counts", "model", "schema_version", "failures", "people", "people_total",
-        "history"}
+        "history", "next_face_id", "next_image_id"}
 
 
 def change_stamp(path: Path) -> tuple[int, ...]:
@@ -106,15 +113,7 @@ def _path(settings: Settings) -> Path:
 
 def load(settings: Settings) -> dict[str, Any] | None:
     """The summary if it describes the catalog as it is now, else None (read the catalog)."""
-    try:
-        data = json.loads(_path(settings).read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not data.keys() >= KEYS:
-        return None
-    if data.get("stamp") != list(change_stamp(settings.catalog_path)):
-        return None
-    return data
+    return _load_at(settings, change_stamp(settings.catalog_path))
 
 
 def refresh(settings: Settings) -> dict[str, Any] | None:
@@ -139,9 +138,9 @@ def refresh(settings: Settings) -> dict[str, Any] | None:
     return data
 
 
-def _read(store: Any) -> dict[str, Any]:
-    counts = store.counts()
-    model = store.recorded_model
+def _read(store: Any, counts: Any = None) -> dict[str, Any]:
+    counts = counts or store.counts()
+    model = store.catalog_model()
     failures = store.failures() if counts.failed <= FAILURE_ROWS else None
     people, total = store.people_top(PEOPLE_ROWS)
     return {
@@ -153,7 +152,104 @@ def _read(store: Any) -> dict[str, Any]:
         "people": [asdict(p) for p in people],
         "people_total": total,
         "history": [asdict(c) for c in store.history(HISTORY_ROWS)],
+        "next_face_id": store.get_meta("next_face_id"),
+        "next_image_id": store.get_meta("next_image_id"),
     }
+
+
+# ---------------------------------------------------------------------- writers
+_commit_locks: dict[str, threading.Lock] = {}
+
+
+def commit_lock(path: Path) -> threading.Lock:
+    """The lock a writer of the catalog at `path` holds around each commit, and around
+    writing the summary (one per catalog in this process)."""
+    with _kept_lock:
+        return _commit_locks.setdefault(str(path), threading.Lock())
+
+
+class Upkeep:
+    """One writer's part in keeping summary.json current: the store calls `began` at each
+    write transaction, commits under `lock`, and calls `write` before it closes the
+    connection (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = commit_lock(settings.catalog_path)
+        self.since: tuple[int, ...] | None = None  # the stamp when this connection first wrote
+        self.due = False  # committed since
+
+    def began(self) -> None:
+        if self.since is None:
+            self.since = change_stamp(self.settings.catalog_path)
+
+    def committed(self) -> None:
+        self.due = True
+
+    def write(self, store: Any, con: Any) -> None:
+        """Bring the summary up to date with what this writer committed; the catalog stays
+        held. On any failure the file is left stale, which readers notice."""
+        since, due = self.since, self.due
+        self.since, self.due = None, False
+        if not due:
+            return
+        path = self.settings.catalog_path
+        with self.lock:
+            try:
+                con.execute("CHECKPOINT")  # closing the connection then writes nothing
+                if store.schema_version() != _schema_version():
+                    return
+                data = _read(store, _counts_after(store, _load_at(self.settings, since)))
+                data["stamp"] = list(change_stamp(path))
+            except Exception as exc:  # noqa: BLE001 - a summary is never worth a failed write
+                log.debug("summary of %s not written: %s", path, exc)
+                return
+            _save(self.settings, data)
+
+
+def _schema_version() -> int:
+    from .store import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+def _load_at(settings: Settings, stamp: tuple[int, ...] | None) -> dict[str, Any] | None:
+    """The summary if it describes the catalog as of `stamp` (a missing, unreadable or
+    foreign file, or one of another format or another state: None)."""
+    if stamp is None:
+        return None
+    try:
+        data = json.loads(_path(settings).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not data.keys() >= KEYS:
+        return None
+    return data if data.get("stamp") == list(stamp) else None
+
+
+def _counts_after(store: Any, before: dict[str, Any] | None) -> Any:
+    """The catalog's counts, the one that scans every face (read photos with no face)
+    carried forward from `before` (a true summary of an earlier state of this catalog) when
+    no face was removed since: then the photos with a face are those of `before` and those
+    that gained their first face among the faces added since (ids only grow: the faces
+    numbered from `before`'s face counter on; none removed when the face count grew by as
+    many; a face never changes photo). Otherwise every face is counted."""
+    try:
+        was = before["counts"] if before is not None else None
+        face_was, image_was = int(before["next_face_id"]), int(before["next_image_id"])
+    except (TypeError, ValueError, KeyError):
+        was = None
+    if was is None:
+        return store.counts()
+    now = store.counts(no_face=0)
+    face_now = store.get_meta("next_face_id")
+    added = int(face_now) - face_was if face_now is not None else -1
+    if added < 0 or now.faces - int(was["faces"]) != added:
+        return store.counts()
+    with_face = int(was["ok"]) - int(was["no_face"])
+    if added:
+        with_face += store.photos_first_faced(face_was, image_was)
+    return replace(now, no_face=now.ok - with_face)
 
 
 def _save(settings: Settings, data: dict[str, Any]) -> None:

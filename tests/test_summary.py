@@ -77,30 +77,74 @@ def test_the_summary_answers_as_the_catalog_does(synthetic: Settings) -> None:
 def test_the_fast_commands_skip_duckdb_while_the_summary_is_current(synthetic: Settings
                                                                     ) -> None:
     home = synthetic.home
-    first = _faceidx(home, "status", "--json")  # after the build's writes: reads the catalog
-    assert first.stderr.strip().endswith("duckdb imported: True")
     for args in (["status", "--json"], ["people", "--json"], ["history", "--json"]):
-        again = _faceidx(home, *args)
+        again = _faceidx(home, *args)  # the build's writer left the summary current
         assert again.stderr.strip().endswith("duckdb imported: False"), args
     assert json.loads(again.stdout) == [asdict(c) for c in corrections.history(synthetic, 50)]
+    (home / summary.FILE).unlink()
+    first = _faceidx(home, "status", "--json")  # no summary: reads the catalog, writes it
+    assert first.stderr.strip().endswith("duckdb imported: True")
+    assert _faceidx(home, "people").stderr.strip().endswith("duckdb imported: False")
 
 
-def test_a_write_by_another_process_is_never_hidden(synthetic: Settings) -> None:
+def test_a_writer_leaves_the_summary_current(synthetic: Settings) -> None:
+    """A write by another process (`faceidx name`, a daemon's batch) brings the summary up
+    to date as it lets the catalog go: the first read after it needs no catalog."""
     settings = synthetic
     summary.status(settings)  # a current summary
     before = summary.people_top(settings, 100)[0]
     target = next(r for r in before if r["name"] is None)
-    _faceidx(settings.home, "name", str(target["cluster_id"]), "Zora")  # another process
-    assert summary.load(settings) is None  # its commit changed the catalog's stamp
+    name = _faceidx(settings.home, "name", str(target["cluster_id"]), "Zora")
+    assert name.stderr.strip().endswith("duckdb imported: True")
+    assert summary.load(settings) is not None  # current, written by the writer
     assert _summarised(settings) == _catalog(settings)
     rows = summary.people_top(settings, 100)[0]
     assert any(r["cluster_id"] == target["cluster_id"] and r["name"] == "Zora" for r in rows)
     assert summary.history(settings, 1)[0]["summary"].endswith("'Zora'")
     assert summary.status(settings)["people"] == 3
-    # a second writer in this process, through the store, is seen too
-    with Store.open(settings) as store:
-        store.set_meta("touched", "1")
+    # photos and faces added and removed by a writer in this process, through the store:
+    # the count of read photos with no face is counted again, not carried over
+    with Store.open(settings) as store, store.transaction() as con:
+        empty = store.upsert_image(con, path="synthetic://test/empty.jpg", size=1, mtime=0.0,
+                                   content_hash="empty", status="ok")
+    assert summary.load(settings) is not None
+    assert summary.status(settings)["images_no_face"] == 1
+    assert _summarised(settings) == _catalog(settings)
+    with Store.open(settings) as store, store.transaction() as con:
+        store.add_faces(con, empty, [_face_like(store, settings)])
+    assert summary.status(settings)["images_no_face"] == 0
+    assert _summarised(settings) == _catalog(settings)
+    with Store.open(settings) as store, store.transaction() as con:  # faces removed
+        store.clear_faces(con, empty)
+    assert summary.load(settings) is not None
+    assert summary.status(settings)["images_no_face"] == 1
+    assert _summarised(settings) == _catalog(settings)
+
+
+def _face_like(store: Store, settings: Settings) -> Any:
+    """A copy of face 1 (its box, landmarks, score and embedding), as a FaceResult."""
+    from indexer.types import FaceResult
+
+    face = store.faces([1])[0]
+    vector = store.embeddings([1])[1][0]
+    return FaceResult(bbox=face.bbox, landmarks=face.landmarks, score=face.score,
+                      embedding=vector)
+
+
+def test_a_write_that_keeps_no_summary_is_never_hidden(synthetic: Settings) -> None:
+    """A writer that does not keep the summary (an older faceidx, DuckDB's own shell) changes
+    the catalog's stamp: readers then read the catalog."""
+    settings = synthetic
+    summary.status(settings)
+    probe = ("import duckdb, sys\ncon = duckdb.connect(sys.argv[1])\n"
+             "con.execute(\"UPDATE people SET name = 'Yuri' WHERE name = 'Synthetic Person 1'\")"
+             "\ncon.close()")
+    out = subprocess.run([sys.executable, "-c", probe, str(settings.catalog_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
     assert summary.load(settings) is None
+    assert _summarised(settings) == _catalog(settings)
+    assert any(r["name"] == "Yuri" for r in summary.people_top(settings, 100)[0])
 
 
 def test_a_broken_or_foreign_summary_reads_the_catalog(synthetic: Settings) -> None:
@@ -182,3 +226,57 @@ def test_taking_the_stamp_keeps_duckdbs_lock(settings: Settings) -> None:
         out = subprocess.run([sys.executable, "-c", probe, str(settings.catalog_path)],
                              capture_output=True, text=True, timeout=60)
         assert out.stdout.strip() == "refused", out.stderr
+
+
+WRITER = """
+import sys
+from indexer import corrections, settings as settings_mod
+from indexer.store import Store
+settings = settings_mod.load({"home": sys.argv[1]})
+me, cluster = sys.argv[2], sys.argv[3]
+for i in range(6):
+    corrections.rename(settings, cluster, f"Writer {me}.{i}")
+    with Store.open(settings, keep_open=False) as store:
+        with store.transaction() as con:
+            image = store.upsert_image(con, path=f"synthetic://w{me}/{i}.jpg", size=1,
+                                       mtime=0.0, content_hash=f"w{me}-{i}", status="ok")
+        if i % 2:
+            with store.transaction() as con:
+                store.remove_images(con, [image])
+"""
+
+
+def test_concurrent_writers_leave_a_true_summary(synthetic: Settings) -> None:
+    """Writers in three processes (corrections, photos added and removed, the daemon's way
+    of holding the catalog per batch) beside a reader: whenever the summary is current it
+    says what the catalog says, and after the last writer it is current."""
+    settings = synthetic
+    clusters = [r["cluster_id"] for r in summary.people_top(settings, 100)[0]
+                if r["name"] is None][:3]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(settings.home), str(n),
+                                 str(c)], cwd=REPO, env=env, stderr=subprocess.PIPE,
+                                text=True) for n, c in enumerate(clusters)]
+    checked, done = 0, False
+    while not done:
+        done = all(w.poll() is not None for w in writers)
+        stamp = summary.change_stamp(settings.catalog_path)
+        data = summary.load(settings)
+        if data is None:
+            continue
+        store = Store.open(settings, read_only=True)
+        try:
+            with store.snapshot():
+                truth = summary._read(store)
+        finally:
+            store.close(save=False)
+        if summary.change_stamp(settings.catalog_path) == stamp:  # no commit in between
+            assert {k: v for k, v in data.items() if k != "stamp"} == truth
+            checked += 1
+    for w in writers:
+        assert w.wait() == 0, w.stderr.read() if w.stderr else ""
+    assert checked > 0
+    assert summary.load(settings) is not None
+    assert _summarised(settings) == _catalog(settings)
+    assert summary.status(settings)["images_no_face"] == 3 * 3
+    assert len([c for c in summary.history(settings, 50) if c["kind"] == "name"]) == 2 + 18

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 from ..errors import IndexBusy, IndexNotFound, ModelMismatch
 from ..migrations import apply_migrations
 from ..settings import Settings
+from ..summary import Upkeep
 from ..types import ModelInfo
 from .attach import current as current_attached
 from .engine import duckdb
@@ -48,6 +49,8 @@ class StoreBase:
         self.history_head: int | None = None
         # a long-running reader (the web app) reads through a kept instance (attach.py)
         self._attached = current_attached(settings.catalog_path) if read_only else None
+        # a writer brings summary.json up to date before it lets the catalog go
+        self._upkeep = None if read_only else Upkeep(settings)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -148,8 +151,11 @@ class StoreBase:
             delay = min(delay * 2, 0.05 if self.read_only else 0.5)
 
     def release(self) -> None:
-        """Close the DuckDB connection so other processes can open the catalog."""
+        """Close the DuckDB connection so other processes can open the catalog (a writer
+        first brings summary.json up to date with what it committed: summary.Upkeep)."""
         if self._con is not None:
+            if self._upkeep is not None:
+                self._upkeep.write(self, self._con)
             if self._attached is not None:
                 self._attached.release(self._con)
             else:
@@ -172,12 +178,19 @@ class StoreBase:
         """One atomic unit of work; FAISS follows only when the catalog commits (the batch is
         appended to the delta log; the base index is not loaded for it)."""
         con = self._connect()
+        if self._upkeep is not None:
+            self._upkeep.began()
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
             if not self.read_only:
                 self.sync_medoids(con)
-            con.execute("COMMIT")
+            if self._upkeep is None:
+                con.execute("COMMIT")
+            else:
+                with self._upkeep.lock:  # no commit while a summary is read (summary.py)
+                    con.execute("COMMIT")
+                self._upkeep.committed()
         except BaseException:
             con.execute("ROLLBACK")
             self._pending_add.clear()
@@ -268,6 +281,11 @@ class StoreBase:
         head = rows.get("history_head")
         self.history_head = None if head is None else int(head)
         return _model_from_rows(rows)
+
+    def catalog_model(self) -> ModelInfo | None:
+        """The model the catalog records now (recorded_model is the one read at open)."""
+        with self._read() as con:
+            return _model_from_meta(con)
 
     @property
     def recorded_model(self) -> ModelInfo | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import Conflict, NothingToUndo
 from .engine import duckdb
+from .faces import id_filter as _filter
 from .rows import Change
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,17 @@ class HistoryMixin:
         """
         with self.transaction() as con:  # type: ignore[attr-defined]
             face_ids = sorted({int(f) for f in faces})
+            given, params = _filter("face_id", face_ids)
             cluster_ids = set(int(c) for c in clusters) | ({
                 int(r[0]) for r in con.execute(
-                    "SELECT DISTINCT cluster_id FROM faces WHERE face_id IN (SELECT unnest(?)) "
-                    "AND cluster_id IS NOT NULL", [face_ids]).fetchall()} if face_ids else set())
-            candidates = self._candidate_faces(con, sorted(cluster_ids), face_ids)
-            before = self._facts(con, sorted(cluster_ids), candidates)
+                    f"SELECT DISTINCT cluster_id FROM faces WHERE {given} "
+                    "AND cluster_id IS NOT NULL", params).fetchall()} if face_ids else set())
+            before = self._facts(con, sorted(cluster_ids), face_ids)
             focus = op(con)
             if focus is not None:
                 cluster_ids.add(int(focus))
-            after = self._facts(con, sorted(cluster_ids), candidates)
+            after = self._facts(con, sorted(cluster_ids), [int(f) for f in before["faces"]],
+                                only_these=True)
             state = _diff(before, after)
             state["focus_before"] = _focus_before(kind, before, after, state, focus)
             change_id = self._next_id(con, "history", "change_id")  # type: ignore[attr-defined]
@@ -64,44 +66,48 @@ class HistoryMixin:
             self._bump_generation(con)  # type: ignore[attr-defined]
             return self._change(con, change_id)
 
-    def _candidate_faces(self, con: duckdb.DuckDBPyConnection, cluster_ids: list[int],
-                         face_ids: list[int]) -> list[int]:
-        # the clusters' faces and the given faces in two queries, not one filter with OR:
-        # DuckDB then scans one column of a million faces (0.02 s), not the table (0.08 s)
-        rows = con.execute(
-            "SELECT face_id FROM faces WHERE cluster_id IN (SELECT unnest(?)) "
-            "UNION SELECT face_id FROM face_pins WHERE cluster_id IN (SELECT unnest(?)) "
-            "UNION SELECT face_id FROM face_rejections WHERE cluster_id IN (SELECT unnest(?))",
-            [cluster_ids, cluster_ids, cluster_ids]).fetchall()
-        found = {int(r[0]) for r in rows}
-        if face_ids:
-            found.update(int(r[0]) for r in con.execute(
-                "SELECT face_id FROM faces WHERE face_id IN (SELECT unnest(?))",
-                [face_ids]).fetchall())
-        return sorted(found)
-
     def _facts(self, con: duckdb.DuckDBPyConnection, cluster_ids: list[int],
-               face_ids: list[int]) -> Facts:
-        """The user-visible facts about these faces and clusters, as JSON-ready values."""
+               face_ids: list[int], *, only_these: bool = False) -> Facts:
+        """The user-visible facts about these clusters and faces, as JSON-ready values: of
+        the clusters' members, the faces pinned to or rejected from them, and `face_ids`
+        (with only_these, of `face_ids` alone). The members come from one scan of the faces'
+        cluster column (the clusters' ids as literals, which DuckDB filters in the scan), the
+        other faces by id; pins and rejections are small tables."""
+        where, params = _filter("cluster_id", cluster_ids)
+        rows = {int(r[0]): list(r[1:]) for r in con.execute(
+            "SELECT face_id, cluster_id, assign_distance, assign_reason FROM faces WHERE "
+            + where, params).fetchall()}
+        wanted = set(face_ids)
+        if not only_these:
+            wanted |= set(rows) | {int(r[0]) for r in con.execute(
+                f"SELECT face_id FROM face_pins WHERE {where} "
+                f"UNION SELECT face_id FROM face_rejections WHERE {where}",
+                params + params).fetchall()}
+        missing = sorted(wanted - set(rows))
+        if missing:
+            by_id, by_id_params = _filter("face_id", missing)
+            rows.update({int(r[0]): list(r[1:]) for r in con.execute(
+                "SELECT face_id, cluster_id, assign_distance, assign_reason FROM faces WHERE "
+                + by_id, by_id_params).fetchall()})
+        ids = sorted(f for f in wanted if f in rows)
+        on, on_params = _filter("face_id", ids)
+        pins = dict(con.execute(f"SELECT face_id, cluster_id FROM face_pins WHERE {on}",
+                                on_params).fetchall())
         faces: dict[str, list[Any]] = {}
-        for fid, cid, dist, reason, pin in con.execute(
-                "SELECT f.face_id, f.cluster_id, f.assign_distance, f.assign_reason, p.cluster_id "
-                "FROM faces f LEFT JOIN face_pins p ON p.face_id = f.face_id "
-                "WHERE f.face_id IN (SELECT unnest(?)) ORDER BY f.face_id",
-                [face_ids]).fetchall():
-            faces[str(fid)] = [cid, None if dist is None else float(dist), reason, pin, []]
+        for fid in ids:
+            cid, dist, reason = rows[fid]
+            faces[str(fid)] = [cid, None if dist is None else float(dist), reason,
+                               pins.get(fid), []]
         for fid, cid in con.execute(
-                "SELECT face_id, cluster_id FROM face_rejections "
-                "WHERE face_id IN (SELECT unnest(?)) ORDER BY face_id, cluster_id",
-                [face_ids]).fetchall():
+                f"SELECT face_id, cluster_id FROM face_rejections WHERE {on} "
+                "ORDER BY face_id, cluster_id", on_params).fetchall():
             faces[str(fid)][4].append(int(cid))
-        ids = list(cluster_ids)
         clusters = {str(c): m for c, m in con.execute(
             "SELECT cluster_id, medoid_face_id FROM clusters WHERE cluster_id IN "
-            "(SELECT unnest(?))", [ids]).fetchall()}
+            "(SELECT unnest(?))", [cluster_ids]).fetchall()}
         people = {str(p): [n, c] for p, n, c in con.execute(
             "SELECT person_id, name, cluster_id FROM people WHERE cluster_id IN "
-            "(SELECT unnest(?))", [ids]).fetchall()}
+            "(SELECT unnest(?))", [cluster_ids]).fetchall()}
         return {"faces": faces, "clusters": clusters, "people": people}
 
     # ------------------------------------------------------------------ reading
