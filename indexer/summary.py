@@ -1,5 +1,5 @@
 """What `faceidx status`, `people` and `history` show, answered from a small file beside the
-catalog when it is current, so they need not import DuckDB (about 0.25 s of a 0.4 s budget)
+catalog when it is current, so they need not import DuckDB (about 0.1 s of a 0.4 s budget)
 nor attach a catalog of a million faces (issue 11).
 
 The catalog stays the truth. `summary.json` in the index home holds the counts, the model,
@@ -17,11 +17,13 @@ actions), so the first read after a write finds it current. Holding the catalog 
 reads the summary, takes the stamp and writes the file; within one process, its commits and
 this step share one lock (`commit_lock`), so no other connection commits in between. The one
 count that scans every face (photos with no face) is carried forward from the summary it
-found current when it began, when no face was removed since (`_counts_after`). A reader that finds the file
-stale (a writer that died, a catalog written by an older faceidx) reads the catalog and
-writes the file, like a seqlock: the stamp is taken before the catalog is opened and again
-after it is closed, and the file is written only when both agree (no commit happened in
-between, so what was read is the state the stamp names).
+found current when it began, when no face was removed since (`_counts_after`).
+
+A reader that finds the file stale (a writer that died, a catalog written by an older
+faceidx or by DuckDB's own shell) reads the catalog and writes the file, like a seqlock:
+the stamp is taken before the catalog is opened and again after it is closed, and the file
+is written only when both agree (no commit happened in between, so what was read is the
+state the stamp names).
 
 This module imports neither DuckDB nor the store until the catalog has to be read.
 """
