@@ -10,7 +10,8 @@ project's own sources are byte-compiled first, as a user's Python does on its fi
 environment sets PYTHONDONTWRITEBYTECODE; `uv sync` compiles site-packages, see pyproject).
 Per size it prints: cold `faceidx status`, `people`, `history` and `name` (wall and CPU
 seconds of a fresh process through the `faceidx` entry point, best of two; the first three
-with the home's summary.json current, and `status` again as the first read after a write);
+with the home's summary.json current, `status` again as the first read after a write (the
+writer left the summary current), and `status` with no summary, reading the catalog);
 FAISS search per query face and recall@10 against an exact scan (200 queries near stored
 faces, one thread, every IVF list mapped once before, as in a long-running process), after
 rebuilding the home's search index when it is not of the kind and size the settings ask for
@@ -180,9 +181,10 @@ def home_for(root: Path, n: int, model: str, copy_from: dict[int, Path]) -> tupl
 
 
 def measure_light(home: Path, n: int) -> dict[str, float]:
-    """Cold `status`, `people`, `history` (the home's summary.json current: what follows any
-    read after the last write) and `name` (a write), best of two each; then `status` as the
-    first read after a write, when it reads the catalog and writes the summary again."""
+    """Cold `status`, `people`, `history` (the home's summary.json current, as every writer
+    leaves it) and `name` (a write), best of two each; `status` as the first read after a
+    write; and `status` with summary.json removed, when it reads the catalog (after a writer
+    that kept no summary) and writes the file again."""
     fig: dict[str, float] = {}
 
     def best(key: str, runs: list[tuple[float, float, float | None, str]], what: str) -> None:
@@ -200,6 +202,11 @@ def measure_light(home: Path, n: int) -> dict[str, float]:
         stale.append(run(FACEIDX + ["status"], home))
     best("name_s", named, "name")
     best("status_after_write_s", stale, "status, first read after a write")
+    unsummarised = []
+    for _ in range(2):  # no summary (a writer that kept none): status reads the catalog
+        (home / "summary.json").unlink(missing_ok=True)
+        unsummarised.append(run(FACEIDX + ["status"], home))
+    best("status_catalog_s", unsummarised, "status, no summary (reads the catalog)")
     return fig
 
 
