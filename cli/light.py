@@ -183,9 +183,9 @@ def history(args: argparse.Namespace) -> None:
 
 
 def query(args: argparse.Namespace) -> int:
-    from indexer import service
+    from indexer import query as query_case
 
-    results = service.query_image(_settings(args), args.image, args.k)
+    results = query_case.query_image(_settings(args), args.image, args.k)
     if not results:
         if args.json_out:
             _echo_json([])

@@ -229,12 +229,12 @@ def test_centroids_cache_follows_every_change_to_the_clusters(settings: Settings
     with Store.open(settings, read_only=True) as store:
         ids, centroids, sizes = store.centroids()
     cache = settings.home / "centroids.npz"
+    (matrix,) = settings.home.glob("centroids-*.npy")  # the centroids, mapped by readers
     assert cache.is_file() and len(ids) > 10
-    with np.load(cache) as data:
-        saved = {key: data[key] for key in data.files}
-    np.savez(cache, **{**saved, "centroids": np.ones_like(saved["centroids"])})
-    with Store.open(settings, read_only=True) as store:  # unchanged clusters: the file is used
+    np.save(matrix, np.ones_like(centroids))
+    with Store.open(settings, read_only=True) as store:  # unchanged clusters: the files are used
         assert (store.centroids()[1] == 1.0).all()
+        assert isinstance(store.centroids()[1], np.memmap)
     with Store.open(settings, DLIB) as store, store.transaction() as con:
         store.set_centroid(con, int(ids[0]), centroids[0] * 0.5, int(sizes[0]))
     with Store.open(settings, read_only=True) as store:
@@ -247,3 +247,4 @@ def test_centroids_cache_follows_every_change_to_the_clusters(settings: Settings
     with Store.open(settings, read_only=True) as store:
         after = store.centroids()[0].tolist()
     assert int(ids[2]) not in after and int(ids[1]) in after and len(after) == len(ids) - 1
+    assert len(list(settings.home.glob("centroids-*.npy"))) == 1  # the stale matrices dropped

@@ -242,8 +242,10 @@ class FacesMixin:
                    [r[12] for r in rows])
             after = int(rows[-1][0])
 
-    def search(self, vectors: Matrix, k: int) -> list[list[Match]]:
-        """For each query vector, the k nearest indexed faces (Euclidean distance)."""
+    def search(self, vectors: Matrix, k: int, *, names: dict[int | None, str] | None = None
+               ) -> list[list[Match]]:
+        """For each query vector, the k nearest indexed faces (Euclidean distance); `names`:
+        the people's names (cluster_names), when read already."""
         import numpy as np
 
         index = self.faiss_index()
@@ -252,7 +254,7 @@ class FacesMixin:
         sims, ids = index.search(np.asarray(vectors, dtype=np.float32), min(k, index.ntotal))
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         rows = {f.face_id: f for f in self.faces(wanted)}
-        names = self.cluster_names()
+        names = self.cluster_names() if names is None else names
         out = []
         for sim_row, id_row in zip(sims, ids, strict=True):
             matches = []
