@@ -375,8 +375,9 @@ class WatchDaemon(FileOps):
     def _recluster_ended(self, outcome: Outcome) -> None:
         if outcome.ok:
             self.report.reclusters += 1
-            log.info("recluster done in %.1f s%s", outcome.seconds,
-                     f": {outcome.summary}" if outcome.summary else "")
+            log.info("recluster done in %.1f s (it held the catalog %.1f s, %.1f s at most at "
+                     "once)%s", outcome.seconds, outcome.catalog_seconds,
+                     outcome.catalog_longest, f": {outcome.summary}" if outcome.summary else "")
         elif outcome.import_error:
             log.warning("periodic recluster is not available (%s); run `faceidx recluster` "
                         "yourself", outcome.summary)

@@ -2,9 +2,11 @@
 
 By default it runs in a child process (multiprocessing "spawn"): the snapshot of every vector,
 the kNN graph and the spanning tree live and die there, so the daemon's own memory stays that
-of an idle daemon. The child opens the catalog only to read its snapshot and to write its
-result in one transaction (indexer.recluster.recluster re-reads the catalog in it, so faces
-added, deleted or corrected meanwhile are reconciled). A recluster function that cannot be
+of an idle daemon. The child opens the catalog only to read its snapshot (ids and corrections:
+about a second at 1M faces; the vectors come mostly from the search index's files, see
+indexer.store.snapshot) and to write its result in one transaction (indexer.recluster.recluster
+re-reads the catalog in it, so faces added, deleted or corrected meanwhile are reconciled).
+How long it held the catalog comes back with its outcome. A recluster function that cannot be
 pickled (a test's closure) runs on a thread with its own Store instead.
 
 `BackgroundRecluster.poll()` tells the daemon's loop when the run ended; `stop()` ends a run
@@ -41,6 +43,10 @@ class Outcome:
     summary: str
     seconds: float
     import_error: bool = False
+    catalog_seconds: float = 0.0
+    """How long the recluster held the catalog open, all told (the daemon waits meanwhile)."""
+    catalog_longest: float = 0.0
+    """Its longest single hold of the catalog."""
 
 
 def default_recluster(store: Store, settings: Settings) -> Any:
@@ -50,20 +56,60 @@ def default_recluster(store: Store, settings: Settings) -> Any:
     return recluster(store, settings)
 
 
-def _run(fn: Recluster, settings: Settings) -> tuple[bool, str, bool]:
-    """Run `fn` on a Store of its own: (ok, summary or error, whether it was an ImportError)."""
+class CatalogClock:
+    """Times how long a Store holds the catalog open: from a connection made to its release
+    (the watch daemon cannot write meanwhile)."""
+
+    def __init__(self, store: Store) -> None:
+        self.seconds = 0.0
+        self.longest = 0.0
+        self.holds = 0
+        self._since: float | None = None
+        self._connect, self._release = store._connect, store.release
+        store._connect, store.release = self._timed_connect, self._timed_release  # type: ignore[method-assign]
+
+    def _timed_connect(self) -> Any:
+        con = self._connect()
+        if self._since is None:
+            self._since = time.monotonic()
+        return con
+
+    def _timed_release(self) -> None:
+        self._release()
+        if self._since is not None:
+            held = time.monotonic() - self._since
+            self.seconds += held
+            self.longest = max(self.longest, held)
+            self.holds += 1
+            self._since = None
+
+
+_Result = tuple[bool, str, bool, float, float]
+
+
+def _run(fn: Recluster, settings: Settings) -> _Result:
+    """Run `fn` on a Store of its own: (ok, summary or error, whether it was an ImportError,
+    seconds it held the catalog, its longest hold)."""
+    clock: CatalogClock | None = None
     try:
         store = Store.open(settings, keep_open=True)
+        store.release()  # held again only for the snapshot and the write
+        clock = CatalogClock(store)
         try:
             result = fn(store, settings)
         finally:
             store.close(save=False)
-        return True, "" if result is None else str(result), False
+        return (True, "" if result is None else str(result), False, clock.seconds,
+                clock.longest)
     except ImportError as exc:
-        return False, str(exc), True
+        return False, str(exc), True, *_held(clock)
     except Exception as exc:  # noqa: BLE001 - reported to the daemon, which goes on
         log.exception("background recluster failed")
-        return False, f"{type(exc).__name__}: {exc}", False
+        return False, f"{type(exc).__name__}: {exc}", False, *_held(clock)
+
+
+def _held(clock: CatalogClock | None) -> tuple[float, float]:
+    return (0.0, 0.0) if clock is None else (clock.seconds, clock.longest)
 
 
 def _child(fn: Recluster, settings: Settings, conn: Any) -> None:
@@ -88,7 +134,7 @@ class BackgroundRecluster:
         self._proc: Any = None
         self._conn: Any = None
         self._thread: threading.Thread | None = None
-        self._result: tuple[bool, str, bool] | None = None
+        self._result: _Result | None = None
 
     @property
     def running(self) -> bool:
@@ -124,23 +170,24 @@ class BackgroundRecluster:
             if self._thread.is_alive():
                 return None
             self._thread = None
-            ok, summary, imp = self._result or (False, "no result", False)
-            return self._outcome(ok, summary, imp)
+            return self._outcome(*(self._result or (False, "no result", False, 0.0, 0.0)))
         if self._proc is None:
             return None
+        result: _Result
         if self._conn.poll():
             try:
-                ok, summary, imp = self._conn.recv()
+                result = self._conn.recv()
             except EOFError:
-                ok, summary, imp = False, "the recluster process ended without a result", False
+                result = (False, "the recluster process ended without a result", False, 0.0,
+                          0.0)
             self._proc.join(STOP_GRACE)
         elif self._proc.is_alive():
             return None
         else:
-            ok, summary, imp = (False, f"the recluster process died (exit code "
-                                f"{self._proc.exitcode})", False)
+            result = (False, f"the recluster process died (exit code {self._proc.exitcode})",
+                      False, 0.0, 0.0)
         self._close_proc()
-        return self._outcome(ok, summary, imp)
+        return self._outcome(*result)
 
     def stop(self) -> None:
         """End a run in progress (the daemon is stopping): terminate the child, or wait for
@@ -163,9 +210,11 @@ class BackgroundRecluster:
             self._conn.close()
         self._proc = self._conn = None
 
-    def _outcome(self, ok: bool, summary: str, import_error: bool) -> Outcome:
+    def _outcome(self, ok: bool, summary: str, import_error: bool, catalog_seconds: float,
+                 catalog_longest: float) -> Outcome:
         return Outcome(ok=ok, summary=summary, seconds=time.monotonic() - self._started,
-                       import_error=import_error)
+                       import_error=import_error, catalog_seconds=catalog_seconds,
+                       catalog_longest=catalog_longest)
 
 
-__all__ = ["BackgroundRecluster", "Outcome", "Recluster", "default_recluster"]
+__all__ = ["BackgroundRecluster", "CatalogClock", "Outcome", "Recluster", "default_recluster"]

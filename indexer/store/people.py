@@ -119,28 +119,12 @@ class PeopleMixin:
 
     # -- reclustering: a snapshot in, final ids out
     def cluster_snapshot(self) -> ClusterSnapshot:
-        """Everything a recluster reads, in one consistent read (one transaction)."""
-        import numpy as np
+        """Everything a recluster reads: ids, previous clusters, photos and corrections in one
+        short read of the catalog, the vectors mostly from the search index's files
+        (snapshot.py says why and how)."""
+        from .snapshot import read_cluster_snapshot
 
-        with self.transaction() as con:
-            res = con.execute("SELECT face_id, embedding, coalesce(cluster_id, -1) AS cluster_id, "
-                              "image_id FROM faces ORDER BY face_id").fetchnumpy()
-            ids = np.asarray(res.pop("face_id"), dtype=np.int64)
-            blobs = res.pop("embedding")
-            vectors = np.empty((len(ids), self.model.dim), dtype=np.float32)
-            step = 65536  # join the blobs piecewise: no second full copy in memory
-            for start in range(0, len(ids), step):
-                chunk = b"".join(blobs[start:start + step])
-                vectors[start:start + step] = np.frombuffer(chunk, dtype=np.float32).reshape(
-                    -1, vectors.shape[1])
-            del blobs
-            state = self._cluster_corrections(con)
-        return ClusterSnapshot(face_ids=ids, vectors=vectors,
-                               previous=np.asarray(res["cluster_id"], dtype=np.int64),
-                               named=state.named, pins=state.pins, rejected=state.rejected,
-                               image_ids=np.asarray(res["image_id"], dtype=np.int64),
-                               next_cluster_id=state.next_cluster_id,
-                               generation=state.generation)
+        return read_cluster_snapshot(self)  # type: ignore[arg-type]
 
     def cluster_state(self, con: duckdb.DuckDBPyConnection) -> ClusterState:
         """Inside a recluster's write transaction: the faces and corrections as they are now
