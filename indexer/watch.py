@@ -303,6 +303,7 @@ class WatchDaemon(FileOps):
                 self.report.batches += 1
                 log.info("indexed %d file(s): %d new face(s); %d queued", len(todo), added,
                          len(self._pending) - len(ready))
+                store.drop_mapped_pages()  # what its searches mapped of the exact vectors
         except Exception:
             # Never die of one batch (e.g. the catalog busy for longer than lock_timeout):
             # keep the files queued, rebuild the centroids from the catalog, and retry later.

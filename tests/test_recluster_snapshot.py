@@ -184,3 +184,33 @@ def test_a_writer_commits_while_another_process_reads_a_snapshot(settings: Setti
     assert in_base.face_id in got["ids"].tolist()
     assert not set(added) & set(got["ids"].tolist()), "a face added meanwhile is in it"
     assert np.array_equal(got["vectors"], np.stack([before[f] for f in got["ids"].tolist()]))
+
+
+def _resident_kb(path_part: str) -> int:
+    """KB of this process's mappings of files whose path holds `path_part` that are resident."""
+    total, name = 0, ""
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            fields = line.split()
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                name = fields[5] if len(fields) > 5 else ""
+            elif line.startswith("Rss:") and path_part in name:
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc")
+def test_a_writer_gives_back_the_exact_vectors_its_searches_mapped(settings: Settings) -> None:
+    """The watch daemon searches the base (people founded online) after each batch; the pages of
+    the exact vectors' file those searches mapped leave its memory when it asks."""
+    pq = _pq(settings)
+    _base_then_log(replace(pq, faiss_ivf_min_faces=100))
+    with Store.open(pq) as store:
+        queries = _unit(40, 9)
+        store.nearest_face_ids(queries, 10)
+        touched = _resident_kb("faces.vectors-")
+        store.drop_mapped_pages()
+        after = _resident_kb("faces.vectors-")
+        assert store.nearest_face_ids(queries, 10).shape == (40, 10), "search broken after"
+    assert touched > 0, "the searches mapped none of the exact vectors"
+    assert after == 0, f"{after} KB of the exact vectors still mapped"

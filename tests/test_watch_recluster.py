@@ -1,6 +1,7 @@
 """The watch daemon's recluster runs beside ingest, in a child process: a real watchdog observer,
 real photos, the real dlib model and the real recluster, held back between its snapshot and
-its write so that photos, a deletion and corrections arrive while it runs.
+its write (or inside its snapshot, between its read of the catalog and its read of the
+vectors) so that photos, a deletion and corrections arrive while it runs.
 
 The daemon runs on a thread of this process; the recluster in a spawned child, which must open
 the catalog itself, so this test reads the catalog only briefly (a connection held open here
@@ -31,6 +32,7 @@ from tests.conftest import lfw_identities
 TIMEOUT = 180.0
 GATE = "recluster.gate-open"
 SNAPSHOTTED = "recluster.snapshotted"
+IN_SNAPSHOT = "recluster.in-snapshot"
 T = TypeVar("T")
 
 
@@ -46,6 +48,25 @@ def gated_recluster(store: Store, settings: Settings) -> Any:
             time.sleep(0.1)
 
     return recluster(store, settings, after_snapshot=hold)
+
+
+def snapshot_gated_recluster(store: Store, settings: Settings) -> Any:
+    """The real recluster, waiting inside its snapshot (its ids and corrections read, its
+    vectors not yet) until the test opens the gate."""
+    from indexer.store import snapshot
+
+    real = snapshot.index_file_vectors
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        (settings.home / IN_SNAPSHOT).touch()
+        deadline = time.monotonic() + TIMEOUT
+        while not (settings.home / GATE).exists():
+            assert time.monotonic() < deadline, "the test never opened the gate"
+            time.sleep(0.1)
+        return real(*args, **kwargs)
+
+    snapshot.index_file_vectors = gated  # this child's own module: the daemon's is untouched
+    return recluster(store, settings)
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
@@ -173,5 +194,76 @@ def test_a_batch_is_indexed_and_searchable_while_a_recluster_runs(
         in_faiss = persisted_ids(quick.faiss_path, store.model.dim).tolist()
         assert sorted(in_faiss) == sorted(face_ids), "FAISS and the catalog disagree"
         assert np.isfinite(store.embeddings()[1]).all()
+    finally:
+        store.close(save=False)
+
+
+def test_the_daemon_commits_while_the_recluster_reads_its_snapshot(
+        settings: Settings, dlib_model: Any, faces_dir: Path, tmp_path: Path) -> None:
+    """The recluster child holds the catalog only to read ids and corrections: while it is
+    still inside its snapshot, the daemon indexes a photo (assigned online, searchable) and
+    forgets a deleted one, each within a lock timeout far below the time the child waits.
+    Afterwards no face is lost, none counted in two people, and the deleted one stays gone."""
+    ids = lfw_identities(faces_dir, min_images=8, count=2)
+    (_, a), (_, b) = list(ids.items())[:2]
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    for photo in a[:4] + b[:4]:
+        shutil.copy2(photo, folder)
+    quick = replace(settings, watch_settle=0.5, watch_debounce=0.1, batch_size=8,
+                    recluster_every=1, recluster_growth=0, recluster_interval=0,
+                    lock_timeout=5.0)
+    quick.home.mkdir(parents=True, exist_ok=True)
+    (quick.home / GATE).touch()
+    daemon = WatchDaemon(quick, dlib_model, [folder], recluster=snapshot_gated_recluster)
+    with running(daemon):
+        wait_for(lambda: daemon.report.reclusters == 1 and daemon.idle.is_set()
+                 and not daemon.recluster_running, "the first recluster")
+        first = peek(quick, largest_face)
+        (cluster_b,) = {first[p.name].cluster_id for p in b[:4]}
+        assert cluster_b is not None
+
+        (quick.home / GATE).unlink()
+        (quick.home / IN_SNAPSHOT).unlink(missing_ok=True)
+        shutil.copy2(a[4], folder)
+        wait_for(lambda: (quick.home / IN_SNAPSHOT).exists(), "the recluster's snapshot")
+        errors_before = daemon.report.recluster_errors
+
+        shutil.copy2(b[4], folder)  # while the child is inside its snapshot
+        gone = first[a[0].name]
+        os.remove(folder / a[0].name)
+        wait_for(lambda: peek(quick, lambda s: s.counts().images) == 9 and daemon.idle.is_set(),
+                 "the daemon's batch and deletion during the snapshot", timeout=60)
+        assert daemon.recluster_running and not (quick.home / GATE).exists(), \
+            "the recluster left its snapshot before the gate opened"
+        newcomer = peek(quick, largest_face)[b[4].name]
+        assert newcomer.cluster_id == cluster_b, "not assigned online during the snapshot"
+        vec = peek(quick, lambda s: s.embeddings([newcomer.face_id])[1])
+        assert peek(quick, lambda s: s.search(vec, 1))[0][0].face_id == newcomer.face_id
+
+        (quick.home / GATE).touch()
+        wait_for(lambda: daemon.report.reclusters == 2 and not daemon.recluster_running,
+                 "the recluster to write")
+        assert daemon.report.recluster_errors == errors_before
+        wait_for(lambda: daemon.idle.is_set(), "the daemon to settle")
+
+    store = Store.open(quick)
+    try:
+        faces = store.faces()
+        face_ids = [f.face_id for f in faces]
+        assert len(face_ids) == len(set(face_ids))
+        assert gone.face_id not in face_ids, "a face deleted during the snapshot came back"
+        assert {Path(f.path).name for f in faces} == {p.name for p in a[1:5] + b[:5]}
+        final = largest_face(store)
+        assert final[b[4].name].cluster_id == final[b[0].name].cluster_id is not None, \
+            "the face added during the snapshot lost its person"
+        sizes = dict(zip(*store.centroids()[::2], strict=True))
+        held: dict[int, int] = {}
+        for f in faces:
+            if f.cluster_id is not None:
+                held[f.cluster_id] = held.get(f.cluster_id, 0) + 1
+        assert {k: v for k, v in sizes.items() if v} == held, "a face counted in two people"
+        in_faiss = persisted_ids(quick.faiss_path, store.model.dim).tolist()
+        assert sorted(in_faiss) == sorted(face_ids), "FAISS and the catalog disagree"
     finally:
         store.close(save=False)
