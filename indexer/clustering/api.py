@@ -27,7 +27,8 @@ def _check(embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
     x = as_float32(embeddings)
     if x.ndim != 2:
         raise ValueError(f"embeddings must be an (N, D) array, got shape {x.shape}")
-    if not np.isfinite(x).all():
+    step = 1 << 16  # in blocks: a mask of the whole array is 512 MB at 1M x 512
+    if not all(np.isfinite(x[i : i + step]).all() for i in range(0, len(x), step)):
         raise ValueError("embeddings contain NaN or infinite values")
     return x
 

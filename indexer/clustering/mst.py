@@ -102,6 +102,30 @@ def _centroid_links(
     return srcs, w, tgts
 
 
+_ROWS = 1 << 16  # rows of the kNN graph per block in the Boruvka rounds
+
+
+def _lightest_out(nbr: NDArray[np.int64], valid: NDArray[np.bool_],
+                  weights: NDArray[np.float64], comp: NDArray[np.int64]
+                  ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Each point's lightest kNN edge to another component (inf, and its first neighbour,
+    where there is none), a block of rows at a time."""
+    n = nbr.shape[0]
+    val = np.empty(n, dtype=np.float64)
+    tgt = np.empty(n, dtype=np.int64)
+    for start in range(0, n, _ROWS):
+        end = min(n, start + _ROWS)
+        v = valid[start:end]
+        b = nbr[start:end]
+        out = v & (comp[np.where(v, b, 0)] != comp[start:end, None])
+        cand = np.where(out, weights[start:end], np.inf)
+        col = cand.argmin(axis=1)
+        r = np.arange(end - start)
+        val[start:end] = cand[r, col]
+        tgt[start:end] = b[r, col]
+    return val, tgt
+
+
 def mutual_reachability_mst(
     x: Embeddings, knn: KnnGraph, core: NDArray[np.float64], *, dense_completion: bool = True
 ) -> MstEdges:
@@ -111,12 +135,17 @@ def mutual_reachability_mst(
         return np.zeros((0, 3), dtype=np.float64)
     nbr = knn.indices
     valid = nbr >= 0
-    safe_nbr = np.where(valid, nbr, 0)
-    weights = np.maximum(knn.distances, np.maximum(core[:, None], core[safe_nbr]))
-    weights[~valid] = np.inf
+    weights = np.empty(nbr.shape, dtype=np.float64)
+    last = np.empty(n, dtype=np.float64)
+    for start in range(0, n, _ROWS):  # blocks of rows: no whole-graph temporaries
+        end = min(n, start + _ROWS)
+        v, d = valid[start:end], knn.distances[start:end]
+        w = np.maximum(d, np.maximum(core[start:end, None], core[np.where(v, nbr[start:end], 0)]))
+        w[~v] = np.inf
+        weights[start:end] = w
+        last[start:end] = np.where(v, d, -np.inf).max(axis=1)
     # Any edge to a point outside i's list weighs at least this (a complete list: infinity).
     complete = valid.sum(axis=1) >= n - 1
-    last = np.where(valid, knn.distances, -np.inf).max(axis=1)
     static_lb = np.where(complete, np.inf, np.maximum(core, last))
     sq = np.einsum("ij,ij->i", x, x)
     rows = np.arange(n)
@@ -129,10 +158,7 @@ def mutual_reachability_mst(
     rounds = 0
     while n_comp > 1:
         rounds += 1
-        cand = np.where(valid & (comp[safe_nbr] != comp[:, None]), weights, np.inf)
-        col = cand.argmin(axis=1)
-        val = cand[rows, col]
-        tgt = nbr[rows, col]
+        val, tgt = _lightest_out(nbr, valid, weights, comp)
         exact = val <= static_lb
         searched = dense_tgt >= 0
         still_out = searched & (comp[np.maximum(dense_tgt, 0)] != comp)

@@ -89,7 +89,9 @@ def make_identities(
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         x[start : start + step] = chunk
     order = rng.permutation(n_faces)
-    return SyntheticFaces(
-        embeddings=x[order],
-        identities=identities[order],
-    )
+    # Shuffled in place, a band of columns at a time: x[order] would hold a second full copy
+    # (2 GB at 1M x 512) at the peak.
+    band = max(1, (1 << 26) // max(1, 4 * n_faces))
+    for col in range(0, dim, band):
+        x[:, col : col + band] = x[order, col : col + band]
+    return SyntheticFaces(embeddings=x, identities=identities[order])
