@@ -85,14 +85,18 @@ def _centroid_links(
     order = np.argsort(comp, kind="stable")
     bounds = np.searchsorted(comp[order], np.arange(comp.max() + 2))
     members = [order[bounds[c] : bounds[c + 1]] for c in isolated]
-    cents = np.stack([x[m].mean(axis=0) for m in members]).astype(np.float32)
     sq = np.einsum("ij,ij->i", x, x)
     srcs = np.empty(len(isolated), dtype=np.int64)
     tgts = np.empty(len(isolated), dtype=np.int64)
     block = max(1, _BLOCK_ELEMENTS // n)
+    # centroids a block at a time: all at once held (components x dim) twice, about 1 GB
+    # at 1M x 512 in the first Boruvka rounds
+    cents = np.empty((block, x.shape[1]), dtype=np.float32)
     for start in range(0, len(isolated), block):
         c_ids = isolated[start : start + block]
-        d2 = sq[None, :] - 2.0 * (cents[start : start + block] @ x.T)
+        for i, m in enumerate(members[start : start + block]):
+            cents[i] = x[m].mean(axis=0)
+        d2 = sq[None, :] - 2.0 * (cents[: len(c_ids)] @ x.T)
         d2[comp[None, :] == c_ids[:, None]] = np.inf
         tgts[start : start + block] = d2.argmin(axis=1)
     for pos, m in enumerate(members):
