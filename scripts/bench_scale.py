@@ -22,9 +22,9 @@ the homes' isotropic faces are harder to search than real ones (bench_search.py)
 its verdict against the target (under 5 ms at recall@10 0.98);
 the `query` command's own overhead beyond the model: `faceidx query --photo` (default an LFW
 photo of the shared test data) against a process that only imports, loads and runs its model
-on that photo, best of 3 each, and, for comparison, a fresh process doing only what `query`
-does after the model (imports, opening the index, searching one face, judging its nearest
-person); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
+on that photo, best of 3 each, and, for comparison, a fresh process doing only the catalog
+side that `query` runs in a child process beside the model (imports, opening the index,
+searching one face, judging its nearest person); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
 `faceidx recluster` and `faceidx export` (wall, CPU, peak RSS; skipped above --recluster-max /
 --export-max). `--skip` leaves out any of: light, search, query, writes, recluster, export.
 The last table gives each figure's growth per 10x faces. Figures are wall clock on the
@@ -299,7 +299,8 @@ def bench_size(root: Path, n: int, model: str, args: argparse.Namespace) -> dict
             raise RuntimeError(f"the query probe printed no timing: {out[-500:]!r}")
         fig["query_overhead_s"], fig["query_overhead_cpu_s"] = float(found[-1][0]), cpu
         fig["query_in_process_s"] = float(found[-1][1])
-        print(f"[{n}] match_vectors alone (no model), fresh process: "
+        print(f"[{n}] the catalog side alone (no model; `query` runs it in a child process "
+              f"beside the model), fresh process: "
               f"{fig['query_overhead_s']:.2f} s ({cpu:.2f} s CPU for the whole process; "
               f"opening the index, searching and judging in process "
               f"{fig['query_in_process_s']:.2f} s)", flush=True)
