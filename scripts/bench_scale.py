@@ -24,7 +24,8 @@ the `query` command's own overhead beyond the model: `faceidx query --photo` (de
 photo of the shared test data) against a process that only imports, loads and runs its model
 on that photo, best of 3 each, and, for comparison, a fresh process doing only the catalog
 side that `query` runs in a child process beside the model (imports, opening the index,
-searching one face, judging its nearest person); store writes (faces/s, 10k faces added in batches of 1,000 and removed again);
+searching one face, judging its nearest person); store writes (faces/s, 10k faces added in
+batches of 1,000 and removed again);
 `faceidx recluster` and `faceidx export` (wall, CPU, peak RSS; skipped above --recluster-max /
 --export-max). `--skip` leaves out any of: light, search, query, writes, recluster, export.
 The last table gives each figure's growth per 10x faces. Figures are wall clock on the
