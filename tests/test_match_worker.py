@@ -52,3 +52,26 @@ def test_an_error_in_the_worker_reaches_the_caller(settings: Settings) -> None:
     with MatchWorker(settings) as worker, pytest.raises(Exception) as caught:
         worker.recorded_model()
     assert not isinstance(caught.value, EOFError)  # the child's own error, not a dead pipe
+
+
+def test_a_fresh_process_forks_its_worker(settings: Settings, synthetic: np.ndarray,
+                                          tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """As in `faceidx query`: nothing threaded loaded yet, so the child is forked."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "q.npy", synthetic)
+    code = (
+        "import sys, pickle\n"
+        "from indexer import match_worker, settings as s\n"
+        "assert match_worker._start_method() == 'fork'\n"
+        "w = match_worker.MatchWorker(s.load({'home': sys.argv[1]}))\n"
+        "import numpy as np\n"
+        "got = w.match(np.load(sys.argv[2]), 5, None)\n"
+        "w.close()\n"
+        "sys.stdout.buffer.write(pickle.dumps(got))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(settings.home), str(tmp_path / "q.npy")],
+                         capture_output=True, check=True, timeout=300)
+    import pickle
+
+    assert pickle.loads(out.stdout) == query.match_vectors(settings, synthetic, 5)
