@@ -30,7 +30,11 @@ cluster pays once, not per run. Each run also prints when its first and last res
 (seconds from its start) and the CPU seconds, sampled from /proc, of the model's processes
 (local workers or Ray actors, start-up included), the driver (this process: planning, commits,
 and for Ray, Ray Data's scheduling), and Ray's own processes (raylet, GCS, agents, Ray Data's
-helper actors): on one machine they all share the same cores.
+helper actors): on one machine they all share the same cores. Each mode's summary adds up its
+CPU seconds and, for Ray, compares them with local's: on a machine busy with other work the wall
+times swing by tens of percent from run to run (whichever mode gets more of the cores wins), the
+CPU seconds much less; with the 2 cores saturated either way, the wall overhead on a quiet
+machine follows the CPU overhead.
 """
 
 from __future__ import annotations
@@ -281,6 +285,7 @@ def main() -> None:
             for i, p in enumerate(photo_set(args.faces, lfw)):
                 shutil.copy2(p, library / f"{i:04d}_{p.name}")
         settings = replace(settings_mod.load({"home": work / "home"}), workers=args.actors)
+        print(f"load average {os.getloadavg()[0]:.1f} at the start; ", end="")
         print(f"sets of {', '.join(str(len(list(lib.iterdir()))) for lib in libraries.values())}"
               f" photos, model {args.model}, {args.actors} worker processes (local) "
               f"or Ray actors of 1 CPU, batch {settings.batch_size}, {args.rounds} rounds",
@@ -320,6 +325,7 @@ def main() -> None:
                         for cpu, who in tm.busiest:
                             print(f"      {cpu:5.1f} s  {who}")
         analyzers[reads[0]].close()
+        print(f"load average {os.getloadavg()[0]:.1f} after the runs")
         for lfw in sizes:
             print(f"{timings[lfw, 'local'][0].photos} photos:")
             for mode in modes:
@@ -406,8 +412,12 @@ def summarize(mode: str, runs: list[Timing], local: list[Timing]) -> None:
     first = _mean(r.first_result for r in runs)
     last = _mean(r.last_result for r in runs)
     cpu = {k: _mean(r.cpu[k] for r in runs) for k in runs[0].cpu}
+    total = sum(cpu.values())
+    text = f"; in all {total:.1f}"
+    if runs is not local:
+        text += f" ({total / _mean(sum(r.cpu.values()) for r in local) - 1:+.0%} CPU against local)"
     print(line + f"\n      {'':22s}  results from {first:.1f} s to {last:.1f} s; CPU s: "
-          + _cpu_text(cpu))
+          + _cpu_text(cpu) + text)
 
 
 class _Echo:
