@@ -268,9 +268,11 @@ def bench_daemon(home: Path, work: Path, idle_seconds: float, drop_every: float
 
 
 def prepare_daemon_home(home: Path) -> float:
-    """Bring the copy's search index to the kind the settings ask for (a home built by an
-    older version holds an IVF-Flat base, which the daemon's first batch would rebuild: a
-    one-off of minutes at 1M, not what this step measures). Returns the seconds it took."""
+    """Make the copy's search index files current, as the daemon's first batch would (a
+    one-off of seconds to minutes at 1M, not what this step measures): a base of another kind
+    than the settings ask for (the shared 1M home holds IVF-Flat) is rebuilt, and the exact
+    vectors beside a PQ base, named after the original file's inode, are written again under
+    the copy's name. Returns the seconds it took."""
     t0 = time.perf_counter()
     run_step("prepare", str(home))
     return time.perf_counter() - t0
@@ -330,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if "daemon" not in skip:
         home = copy_home(Path(args.home_1m), work, "home_daemon")
         prep = prepare_daemon_home(home)
-        print(f"(the copy's search index brought to the current kind in {prep:.0f} s)",
-              flush=True)
+        print(f"(the copy's search index files made current in {prep:.0f} s)", flush=True)
         d = bench_daemon(home, work, args.idle_seconds, args.drop_every)
         print(f"watch daemon on {args.home_1m}: idle RSS {d['daemon_idle_mb']:.0f} MB. "
               f"During a background recluster ({d['background_recluster_s']:.0f} s): a photo "
