@@ -171,11 +171,24 @@ def batched_ivf_search(x: Embeddings, want: int, config: KnnConfig, seed: int = 
             ThreadPoolExecutor(_workers()) as pool:
         for _ in pool.map(search, lists):
             pass
+    _give_back_freed_memory()
     logger.info("IVF kNN: %d points, %d lists, %.0f candidates a point; lists %.1fs, search %.1fs",
                 n, len(sizes), sum(len(p) and sizes[p].sum() * sizes[i]
                                    for i, p in enumerate(probes)) / max(n, 1),
                 t1 - t0, time.perf_counter() - t1)
     return out, dist
+
+
+def _give_back_freed_memory() -> None:
+    """Return the worker threads' freed blocks to the system (glibc's malloc_trim; elsewhere
+    nothing): their arenas otherwise stay resident under what comes next (at 100k x 512
+    the search's peak RSS carried about 150 MB of them into the spanning tree)."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def pair_distances(

@@ -129,7 +129,7 @@ def attach_outliers(
 
 
 def _centroids(x: Embeddings, groups: list[NDArray[np.int64]],
-               block: int = 1 << 16) -> NDArray[np.float64]:
+               block: int = 1 << 14) -> NDArray[np.float64]:
     """Mean vector of each group, summed in float64 a block of about `block` faces at a time."""
     sizes = np.asarray([len(g) for g in groups], dtype=np.int64)
     ends = np.cumsum(sizes)
