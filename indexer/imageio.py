@@ -99,7 +99,11 @@ def decode_raw(raw: RawFile, *, max_pixels: int, reduce: int = 1) -> npt.NDArray
     path = raw.path
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns past its own limit (89.5 MP) and refuses at twice it, whatever
+            # max_pixels says: the check below is the limit, Pillow's a backstop above it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+                Image.MAX_IMAGE_PIXELS = max_pixels
             img = Image.open(io.BytesIO(raw.data))
             width, height = img.size
             if width * height > max_pixels:

@@ -48,6 +48,22 @@ def test_pixel_limit_is_a_setting(faces_dir: Path) -> None:
         decode(faces_dir / "broken" / "cmyk.jpg", max_pixels=1000, max_bytes=1 << 29)
 
 
+def test_a_photo_between_pillows_limit_and_ours_decodes(tmp_path: Path) -> None:
+    """Pillow warns from 89.5 MP; a 90 MP panorama is under the 120 MP setting and decodes,
+    and the same file is refused, naming our limit, when the setting is lower."""
+    from PIL import Image
+
+    from indexer.imageio import decode_raw, read_raw
+
+    path = tmp_path / "panorama.jpg"
+    Image.new("RGB", (15_000, 6_000), (90, 140, 200)).save(path, quality=50)
+    raw = read_raw(path, max_bytes=1 << 29)
+    rgb = decode_raw(raw, max_pixels=120_000_000, reduce=8)
+    assert rgb.shape[1] * 8 >= 15_000 and rgb.shape[0] * 8 >= 6_000
+    with pytest.raises(UnreadableImage, match="over the 80 MP limit"):
+        decode_raw(raw, max_pixels=80_000_000, reduce=8)
+
+
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(UnreadableImage, match="no such file"):
         decode(tmp_path / "nope.jpg", **LIMITS)
