@@ -37,12 +37,13 @@ def register(app: typer.Typer) -> None:
         home: HomeOption = None,
         recluster_every: Annotated[int | None, typer.Option(
             "--recluster-every", min=0, metavar="N",
-            help="Recluster after N new faces, once the queue is empty (0: never; default "
-            "from settings: 200).", show_default=False)] = None,
+            help="Recluster in the background after N new faces, or sooner when the index "
+            "grew by recluster_growth (0: never; default 200).", show_default=False)] = None,
         recluster_interval: Annotated[float | None, typer.Option(
             "--recluster-interval", min=0, metavar="SECONDS",
-            help="Recluster this long after the last one when new faces arrived (0: never; "
-            "default 3600).", show_default=False)] = None,
+            help="At least this long between two periodic reclusters (0: no minimum; the "
+            "daemon then waits for its queue to drain; default 3600).",
+            show_default=False)] = None,
         settle: Annotated[float | None, typer.Option(
             "--settle", min=0, metavar="SECONDS",
             help="How long a file's size and mtime must stay put before it is indexed "
