@@ -93,7 +93,7 @@ class Settings:
     """From this many faces the search index is IVF (approximate) instead of an exact scan."""
     faiss_nprobe: int = 512
     """IVF lists a search probes (more: better recall, slower): 512 of the 4096 lists at 1M
-    faces; see README "Performance"."""
+    faces; see README, "Performance at scale"."""
     faiss_ivf_kind: str = "pq"
     """What an IVF base stores: pq (4-bit fast-scan codes, candidates re-ranked on exact
     vectors kept beside the base), flat (float32) or sq8 (8 bits a dimension)."""

@@ -91,7 +91,7 @@ def default_workers(model_name: str) -> int:
     """dlib and sface: one process per core (up to 8); facenet: one (torch uses every core
     itself). sface runs one OpenCV thread per process: OpenCV's threads barely help its small
     networks (SFace on a 112x112 crop: as slow with 2 threads as with 1), processes do (see
-    scripts/bench_ingest.py --workers and README, "Ingest speed")."""
+    scripts/bench_ingest.py --workers and docs/models.md, "Ingest speed")."""
     if model_name == "facenet":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \

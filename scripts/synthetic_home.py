@@ -5,7 +5,7 @@
 Faces go in through the store's real write path (bulk inserts, as indexing writes them); photo
 paths are `synthetic://...`, so `index` and `watch` never mistake them for files. Clusters are
 the true identities by default (`--clusters recluster` runs the real recluster instead). Every
-faceidx command works on the result, e.g. `faceidx --home ... status`. The last line is exactly
+faceidx command works on the result, e.g. `faceidx status --home ...`. The last line is exactly
 `faces=N images=M write_faces_per_s=R seconds=S`.
 """
 
