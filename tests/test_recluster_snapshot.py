@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from indexer.settings import Settings
-from indexer.store import NewImage, Store
+from indexer.store import ClusterSnapshot, NewImage, Store
 from indexer.types import FaceResult, ModelInfo
 from indexer.watch_recluster import CatalogClock
 
@@ -58,17 +58,23 @@ def _base_then_log(settings: Settings) -> tuple[list[int], list[int]]:
     return first, later
 
 
+def _snapshot_and_truth(store: Store) -> tuple[ClusterSnapshot, int, np.ndarray, np.ndarray]:
+    """With the catalog released, as the recluster child has it: the snapshot, how many times
+    taking it held the catalog, and every face's id and vector as the catalog has them."""
+    store.release()
+    clock = CatalogClock(store)
+    snap = store.cluster_snapshot()
+    holds = clock.holds
+    return (snap, holds, *store.embeddings())
+
+
 def test_the_vectors_come_from_the_index_files_in_one_short_hold(settings: Settings) -> None:
     pq = _pq(settings)
     first, later = _base_then_log(pq)
     assert sorted(pq.home.glob("faces.vectors-*.npy")), "no exact vectors beside the base"
     assert pq.faiss_path.with_suffix(".delta").stat().st_size > 0, "nothing in the delta log"
     with Store.open(pq) as store:
-        store.release()
-        clock = CatalogClock(store)
-        snap = store.cluster_snapshot()
-        holds = clock.holds
-        ids, vectors = store.embeddings()
+        snap, holds, ids, vectors = _snapshot_and_truth(store)
     assert holds == 1, f"the snapshot held the catalog {holds} times (vectors read from it?)"
     assert snap.face_ids.tolist() == ids.tolist() == first + later
     assert snap.vectors.dtype == np.float32 and snap.vectors.flags.c_contiguous
@@ -85,11 +91,7 @@ def test_faces_missing_from_the_files_are_read_from_the_catalog(settings: Settin
         victim = store.faces()[0]
         with store.transaction() as con:
             store.remove_images(con, [victim.image_id])
-        store.release()
-        clock = CatalogClock(store)
-        snap = store.cluster_snapshot()
-        holds = clock.holds
-        ids, vectors = store.embeddings()
+        snap, holds, ids, vectors = _snapshot_and_truth(store)
     assert victim.face_id not in snap.face_ids.tolist()
     assert snap.face_ids.tolist() == ids.tolist()
     assert set(later) <= set(snap.face_ids.tolist()), "faces only in the catalog were lost"
@@ -111,11 +113,7 @@ def test_an_exact_base_reads_its_vectors_from_the_catalog_in_chunks(settings: Se
     monkeypatch.setattr(snapshot, "CATALOG_CHUNK", 50)
     monkeypatch.setattr(snapshot, "CATALOG_PAUSE", 0.0)
     with Store.open(exact) as store:
-        store.release()
-        clock = CatalogClock(store)
-        snap = store.cluster_snapshot()
-        holds = clock.holds
-        ids, vectors = store.embeddings()
+        snap, holds, ids, vectors = _snapshot_and_truth(store)
     assert np.array_equal(snap.face_ids, ids) and np.array_equal(snap.vectors, vectors)
     assert holds == 1 + 3, f"120 vectors in chunks of 50 took {holds - 1} reads"
 

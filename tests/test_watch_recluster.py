@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -119,26 +119,64 @@ def largest_face(store: Store) -> dict[str, Any]:
     return out
 
 
-def test_a_batch_is_indexed_and_searchable_while_a_recluster_runs(
-        settings: Settings, dlib_model: Any, faces_dir: Path, tmp_path: Path) -> None:
-    ids = lfw_identities(faces_dir, min_images=8, count=3)
-    (_, a), (_, b), (_, c) = list(ids.items())[:3]
+@dataclass
+class Watching:
+    """A daemon watching photos of two or three people, after its first recluster."""
+    daemon: WatchDaemon
+    settings: Settings
+    folder: Path
+    people: list[list[Path]]
+    first: dict[str, Any]  # the main face of each photo after the first recluster
+    cluster_b: int  # the second person's cluster
+
+
+@contextmanager
+def watching_after_first_recluster(settings: Settings, dlib_model: Any, faces_dir: Path,
+                                   tmp_path: Path, recluster_fn: Any, people: int,
+                                   **overrides: Any) -> Iterator[Watching]:
+    """Four photos each of the first two of `people` LFW people in a watched folder, a daemon
+    that reclusters after every face (in a child, through `recluster_fn`, gated by GATE) and
+    has run its first recluster straight through."""
+    ids = lfw_identities(faces_dir, min_images=8, count=people)
+    photos = [list(p) for p in list(ids.values())[:people]]
+    a, b = photos[0], photos[1]
     folder = tmp_path / "watched"
     folder.mkdir()
     for photo in a[:4] + b[:4]:
         shutil.copy2(photo, folder)
     quick = replace(settings, watch_settle=0.5, watch_debounce=0.1, batch_size=8,
-                    recluster_every=1, recluster_growth=0, recluster_interval=0)
-    (quick.home / GATE).parent.mkdir(parents=True, exist_ok=True)
+                    recluster_every=1, recluster_growth=0, recluster_interval=0, **overrides)
+    quick.home.mkdir(parents=True, exist_ok=True)
     (quick.home / GATE).touch()  # the first recluster runs straight through
-    daemon = WatchDaemon(quick, dlib_model, [folder], recluster=gated_recluster)
+    daemon = WatchDaemon(quick, dlib_model, [folder], recluster=recluster_fn)
     with running(daemon):
         wait_for(lambda: daemon.report.reclusters == 1 and daemon.idle.is_set()
                  and not daemon.recluster_running, "the first recluster")
         first = peek(quick, largest_face)
         (cluster_b,) = {first[p.name].cluster_id for p in b[:4]}
         assert cluster_b is not None
+        yield Watching(daemon, quick, folder, photos, first, cluster_b)
 
+
+def assert_consistent(store: Store, faces: list[Any]) -> None:
+    """Every cluster's size is the faces in it (none counted in two people), and the FAISS
+    index holds exactly the catalog's faces."""
+    sizes = dict(zip(*store.centroids()[::2], strict=True))
+    held: dict[int, int] = {}
+    for f in faces:
+        if f.cluster_id is not None:
+            held[f.cluster_id] = held.get(f.cluster_id, 0) + 1
+    assert {k: v for k, v in sizes.items() if v} == held, "a face counted in two people"
+    in_faiss = persisted_ids(store.settings.faiss_path, store.model.dim).tolist()
+    assert sorted(in_faiss) == sorted(f.face_id for f in faces), "FAISS and the catalog disagree"
+
+
+def test_a_batch_is_indexed_and_searchable_while_a_recluster_runs(
+        settings: Settings, dlib_model: Any, faces_dir: Path, tmp_path: Path) -> None:
+    with watching_after_first_recluster(settings, dlib_model, faces_dir, tmp_path,
+                                        gated_recluster, 3) as w:
+        daemon, quick, folder, cluster_b = w.daemon, w.settings, w.folder, w.cluster_b
+        a, b, c = w.people
         # Hold the second recluster between its snapshot and its write.
         (quick.home / GATE).unlink()
         (quick.home / SNAPSHOTTED).unlink(missing_ok=True)
@@ -184,15 +222,7 @@ def test_a_batch_is_indexed_and_searchable_while_a_recluster_runs(
         final = largest_face(store)
         assert final[b[4].name].cluster_id == cluster_b, "the face added meanwhile lost its person"
         assert final[b[1].name].cluster_id != cluster_b, "the rejection made meanwhile was lost"
-        # Cluster sizes are the faces in them, and every assigned face has its cluster.
-        sizes = dict(zip(*store.centroids()[::2], strict=True))
-        held: dict[int, int] = {}
-        for f in faces:
-            if f.cluster_id is not None:
-                held[f.cluster_id] = held.get(f.cluster_id, 0) + 1
-        assert {k: v for k, v in sizes.items() if v} == held
-        in_faiss = persisted_ids(quick.faiss_path, store.model.dim).tolist()
-        assert sorted(in_faiss) == sorted(face_ids), "FAISS and the catalog disagree"
+        assert_consistent(store, faces)
         assert np.isfinite(store.embeddings()[1]).all()
     finally:
         store.close(save=False)
@@ -204,25 +234,11 @@ def test_the_daemon_commits_while_the_recluster_reads_its_snapshot(
     still inside its snapshot, the daemon indexes a photo (assigned online, searchable) and
     forgets a deleted one, each within a lock timeout far below the time the child waits.
     Afterwards no face is lost, none counted in two people, and the deleted one stays gone."""
-    ids = lfw_identities(faces_dir, min_images=8, count=2)
-    (_, a), (_, b) = list(ids.items())[:2]
-    folder = tmp_path / "watched"
-    folder.mkdir()
-    for photo in a[:4] + b[:4]:
-        shutil.copy2(photo, folder)
-    quick = replace(settings, watch_settle=0.5, watch_debounce=0.1, batch_size=8,
-                    recluster_every=1, recluster_growth=0, recluster_interval=0,
-                    lock_timeout=5.0)
-    quick.home.mkdir(parents=True, exist_ok=True)
-    (quick.home / GATE).touch()
-    daemon = WatchDaemon(quick, dlib_model, [folder], recluster=snapshot_gated_recluster)
-    with running(daemon):
-        wait_for(lambda: daemon.report.reclusters == 1 and daemon.idle.is_set()
-                 and not daemon.recluster_running, "the first recluster")
-        first = peek(quick, largest_face)
-        (cluster_b,) = {first[p.name].cluster_id for p in b[:4]}
-        assert cluster_b is not None
-
+    with watching_after_first_recluster(settings, dlib_model, faces_dir, tmp_path,
+                                        snapshot_gated_recluster, 2, lock_timeout=5.0) as w:
+        daemon, quick, folder, cluster_b, first = (w.daemon, w.settings, w.folder,
+                                                   w.cluster_b, w.first)
+        a, b = w.people
         (quick.home / GATE).unlink()
         (quick.home / IN_SNAPSHOT).unlink(missing_ok=True)
         shutil.copy2(a[4], folder)
@@ -262,13 +278,6 @@ def test_the_daemon_commits_while_the_recluster_reads_its_snapshot(
         final = largest_face(store)
         assert final[b[4].name].cluster_id == final[b[0].name].cluster_id is not None, \
             "the face added during the snapshot lost its person"
-        sizes = dict(zip(*store.centroids()[::2], strict=True))
-        held: dict[int, int] = {}
-        for f in faces:
-            if f.cluster_id is not None:
-                held[f.cluster_id] = held.get(f.cluster_id, 0) + 1
-        assert {k: v for k, v in sizes.items() if v} == held, "a face counted in two people"
-        in_faiss = persisted_ids(quick.faiss_path, store.model.dim).tolist()
-        assert sorted(in_faiss) == sorted(face_ids), "FAISS and the catalog disagree"
+        assert_consistent(store, faces)
     finally:
         store.close(save=False)
