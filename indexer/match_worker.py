@@ -7,9 +7,10 @@ would not overlap them: imports hold the GIL), then answers with `query.match_in
 parent sends the face vectors. On one core this costs what running both in turn costs; on
 two or more the catalog side hides behind the model.
 
-The child holds a read-only connection to the catalog from its start to its answer (about the
-model's time), so a writer in another process (the watch daemon) waits that long for its next
-batch, as it waits for any reader.
+The child holds the catalog only while it opens and warms up, and again while it matches; in
+between (the model's time: seconds with sface, tens of seconds with facenet's cold torch) a
+writer in another process (the watch daemon) may commit. If one did, the child matches on the
+catalog and index as they are then, opened afresh, never on what it warmed up.
 """
 
 from __future__ import annotations
@@ -108,10 +109,12 @@ def _serve(settings: Settings, conn: Connection) -> None:
     """In the child: open and warm up everything matching reads, then answer one request."""
     from .query import match_in, warm_up
     from .store import Store
+    from .summary import change_stamp
 
     store: Store | None = None
     people = None
     failure: BaseException | None = None
+    stamp: tuple[int, ...] | None = None
     try:
         try:
             store = Store.open(settings, read_only=True)
@@ -121,8 +124,10 @@ def _serve(settings: Settings, conn: Connection) -> None:
             return
         try:
             people = warm_up(store, settings)
+            stamp = change_stamp(settings.catalog_path)  # still holding it: nothing committed
         except Exception as exc:  # reported when the parent asks, with the query's context
             failure = exc
+        store.release()  # while the parent runs the model, a writer need not wait for us
         try:
             request = conn.recv()
         except EOFError:  # the parent found no face, or failed before matching
@@ -130,10 +135,17 @@ def _serve(settings: Settings, conn: Connection) -> None:
         try:
             if failure is not None:
                 raise failure
-            assert store is not None
             vectors, k, photo_hash = request
-            reply: tuple[str, Any] = ("ok", match_in(store, settings, vectors, k,
-                                                     photo_hash=photo_hash, people=people))
+            with store.snapshot():  # held from the check to the answer: nothing commits between
+                if change_stamp(settings.catalog_path) == stamp:
+                    reply: tuple[str, Any] = ("ok", match_in(store, settings, vectors, k,
+                                                             photo_hash=photo_hash, people=people))
+                else:
+                    reply = ("ok", None)
+            if reply[1] is None:  # a writer committed while the model ran: match afresh
+                store.close(save=False)
+                store = Store.open(settings, read_only=True)
+                reply = ("ok", match_in(store, settings, vectors, k, photo_hash=photo_hash))
         except Exception as exc:
             reply = ("error", exc)
         _send(conn, reply)

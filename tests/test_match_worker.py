@@ -75,3 +75,23 @@ def test_a_fresh_process_forks_its_worker(settings: Settings, synthetic: np.ndar
     import pickle
 
     assert pickle.loads(out.stdout) == query.match_vectors(settings, synthetic, 5)
+
+
+def test_a_writer_commits_while_the_model_runs_and_the_match_sees_it(
+        settings: Settings, synthetic: np.ndarray) -> None:
+    """Once warmed up, the worker lets the catalog go until the faces arrive: a writer (the
+    watch daemon) deletes the photo of the nearest face meanwhile, without waiting for the
+    match, and the match then answers from the catalog as it is, not as it was warmed up."""
+    from dataclasses import replace
+
+    nearest = query.match_vectors(settings, synthetic[:1], 1)[0][0][0].face_id
+    with MatchWorker(settings) as worker:
+        worker.recorded_model()
+        writer = replace(settings, lock_timeout=20.0)  # the worker would hold it for ever
+        with Store.open(writer) as store:
+            (victim,) = [f for f in store.faces() if f.face_id == nearest]
+            with store.transaction() as con:
+                store.remove_images(con, [victim.image_id])
+        got = worker.match(synthetic, 5, None)
+    assert nearest not in {m.face_id for m in got[0][0]}, "matched a face deleted meanwhile"
+    assert got == query.match_vectors(settings, synthetic, 5)
