@@ -219,6 +219,86 @@ def test_pq_base_reranks_on_exact_vectors_kept_beside_it(settings: Settings) -> 
     assert len(list(pq.faiss_path.parent.glob("faces.vectors-*.npy"))) == 1
 
 
+def _pq_home(settings: Settings, seed: int) -> tuple[Settings, list[int], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pq = replace(settings, faiss_ivf_min_faces=100, faiss_delta_max=0, faiss_ivf_kind="pq",
+                 faiss_nprobe=1024)
+    with Store.open(pq, SMALL) as store:
+        ids = _write(store, vectors)
+    return pq, ids, vectors
+
+
+def _sidecar_files(home: Path) -> dict[str, Path]:
+    files = {}
+    for kind, pattern in (("ids", "faces.ids-*.npy"), ("vectors", "faces.vectors-*.npy"),
+                          ("sum", "faces.sum-*.txt")):
+        (files[kind],) = home.glob(pattern)
+    return files
+
+
+def test_a_copied_home_adopts_its_sidecars(settings: Settings, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the home (`cp -a`: same bytes, new inodes) uses the sidecars written with its
+    base: found by the base's content hash and renamed to the copy's key, without reading the
+    catalog's vectors or gathering the base's ids."""
+    pq, ids, vectors = _pq_home(settings, 3)
+    copy = tmp_path / "copied-home"
+    subprocess.run(["cp", "-a", str(pq.home), str(copy)], check=True)
+    moved = replace(pq, home=copy)
+    before = {kind: p.stat().st_ino for kind, p in _sidecar_files(copy).items()}
+    assert moved.faiss_path.stat().st_ino != pq.faiss_path.stat().st_ino
+
+    def no_catalog_read(*_: object) -> None:
+        raise AssertionError("read the vectors from the catalog")
+
+    monkeypatch.setattr(Store, "_catalog_vectors", no_catalog_read)
+    monkeypatch.setattr("indexer.store.vectors._base_ids", no_catalog_read)
+    for _ in range(2):  # adopted, then found under the copy's own key
+        with Store.open(moved, read_only=True) as store:
+            index = store.faiss_index()
+            assert index.vectors is not None
+            hits = store.search(vectors[[0, 250]], k=1)
+        assert [row[0].face_id for row in hits] == [ids[0], ids[250]]
+        after = _sidecar_files(copy)
+        assert {kind: p.stat().st_ino for kind, p in after.items()} == before  # renamed
+        assert all(moved.faiss_path.stat().st_ino == int(p.name.split("-")[1].split("-")[0])
+                   for p in after.values())
+    monkeypatch.undo()
+    from indexer.store.snapshot import index_file_vectors
+
+    out = np.zeros_like(vectors)
+    assert index_file_vectors(moved.faiss_path, 16, np.asarray(ids), out).all()
+    np.testing.assert_array_equal(out, vectors)
+
+
+def test_a_replaced_base_is_never_paired_with_old_sidecars(settings: Settings,
+                                                           tmp_path: Path) -> None:
+    """A base file replaced by one of other content (same faces and size, other vectors) under
+    a new inode: the old sidecars' recorded hash does not match, so they are neither used nor
+    adopted; the reader gathers the ids from the base it has and writes its own sidecars."""
+    from indexer.store.vectors import _file_key, sidecars
+
+    pq, ids, _ = _pq_home(settings, 4)
+    other, _, _ = _pq_home(replace(settings, home=tmp_path / "other"), 5)
+    old = _sidecar_files(pq.home)
+    replaced = tmp_path / "replaced.faiss"
+    replaced.write_bytes(other.faiss_path.read_bytes())
+    os.utime(replaced, ns=(pq.faiss_path.stat().st_atime_ns, pq.faiss_path.stat().st_mtime_ns))
+    os.replace(replaced, pq.faiss_path)  # a new inode; the same mtime
+    key = _file_key(pq.faiss_path)
+    assert sidecars(pq.faiss_path, key) == {}
+    with Store.open(pq, read_only=True) as store:
+        index = store.faiss_index()
+        assert index.base_ids.tolist() == ids
+    assert all(p.exists() for p in old.values())  # not adopted
+    own = {p.name for p in pq.home.glob(f"faces.*-{key}.*")}
+    assert own == {f"faces.ids-{key}.npy", f"faces.vectors-{key}.npy", f"faces.sum-{key}.txt"}
+    assert {p.stat().st_ino for p in map(pq.home.joinpath, own)}.isdisjoint(
+        p.stat().st_ino for p in old.values())
+
+
 def test_centroids_cache_follows_every_change_to_the_clusters(settings: Settings) -> None:
     """`centroids()` reads a cache file while the clusters are unchanged; a change by any
     writer (which knows nothing of the cache) makes readers read the catalog again."""

@@ -117,18 +117,22 @@ def _from_sidecar(faiss_path: Path, dim: int, ids: np.ndarray, out: np.ndarray,
     count in this process's RSS beside the copy)."""
     import numpy as np
 
-    from .vectors import _file_key, _ids_path, _vectors_path
+    from .vectors import _file_key, sidecars
 
-    key = _file_key(faiss_path)
+    paths = sidecars(faiss_path, _file_key(faiss_path))  # a copied home's adopted too
+    if "ids" not in paths:
+        return
     try:  # open both first: a writer replacing the base meanwhile unlinks them afterwards
-        ids_fh = open(_ids_path(faiss_path, key), "rb")  # noqa: SIM115 - closed below
+        ids_fh = open(paths["ids"], "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         return
     try:
         try:
-            vec_fh = open(_vectors_path(faiss_path, key), "rb")  # noqa: SIM115
+            if "vectors" not in paths:
+                return  # a base that keeps no exact vectors (exact or IVF-Flat search)
+            vec_fh = open(paths["vectors"], "rb")  # noqa: SIM115
         except FileNotFoundError:
-            return  # a base that keeps no exact vectors (exact or IVF-Flat search)
+            return
         with vec_fh:
             base_ids = np.load(ids_fh)
             shape, offset = _npy_header(vec_fh)
