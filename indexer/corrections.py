@@ -65,7 +65,8 @@ def rename(settings: Settings, cluster_ref: int | str, name: str) -> Change:
         summary = (f"named cluster {cid} {name!r}" if old is None
                    else f"renamed {old!r} (cluster {cid}) to {name!r}")
         return store.record_correction(
-            "name", summary, lambda con: store.name_cluster(con, cid, name), clusters=[cid])
+            "name", summary, lambda con: store.name_cluster(con, cid, name), clusters=[cid],
+            names_only=True)
 
 
 def merge_preview(source: Source, into: int, other: int) -> MergePreview:

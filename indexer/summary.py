@@ -180,19 +180,37 @@ class Upkeep:
         self.lock = commit_lock(settings.catalog_path)
         self.since: tuple[int, ...] | None = None  # the stamp when this connection first wrote
         self.due = False  # committed since
+        # the clusters whose names alone the commits since changed (None: anything may have)
+        self.renamed: set[int] | None = set()
+
+        self.last: tuple[int, ...] | None = None  # the stamp after this writer's last commit
 
     def began(self) -> None:
         if self.since is None:
-            self.since = change_stamp(self.settings.catalog_path)
+            self.since = self.last = change_stamp(self.settings.catalog_path)
+            self.renamed = set()
 
-    def committed(self) -> None:
+    def committing(self) -> None:
+        """Just before a commit, under `lock`: had another connection of this process
+        committed since this writer began or last committed, the summary is read again."""
+        if change_stamp(self.settings.catalog_path) != self.last:
+            self.renamed = None
+
+    def committed(self, names_of: Any = None) -> None:
+        """Just after a commit, under `lock`; `names_of`: the clusters whose names are all it
+        changed of what the summary shows (besides the history), else None."""
         self.due = True
+        self.last = change_stamp(self.settings.catalog_path)
+        if names_of is None or self.renamed is None:
+            self.renamed = None
+        else:
+            self.renamed |= {int(c) for c in names_of}
 
     def write(self, store: Any, con: Any) -> None:
         """Bring the summary up to date with what this writer committed; the catalog stays
         held. On any failure the file is left stale, which readers notice."""
-        since, due = self.since, self.due
-        self.since, self.due = None, False
+        since, due, renamed = self.since, self.due, self.renamed
+        self.since, self.due, self.renamed, self.last = None, False, set(), None
         if not due:
             return
         path = self.settings.catalog_path
@@ -201,7 +219,12 @@ class Upkeep:
                 con.execute("CHECKPOINT")  # closing the connection then writes nothing
                 if store.schema_version() != _schema_version():
                     return
-                data = _read(store, _counts_after(store, _load_at(self.settings, since)))
+                before = _load_at(self.settings, since)
+                data = None
+                if renamed is not None and before is not None:
+                    data = _renamed(store, before, renamed)
+                if data is None:
+                    data = _read(store, _counts_after(store, before))
                 data["stamp"] = list(change_stamp(path))
             except Exception as exc:  # noqa: BLE001 - a summary is never worth a failed write
                 log.debug("summary of %s not written: %s", path, exc)
@@ -227,6 +250,39 @@ def _load_at(settings: Settings, stamp: tuple[int, ...] | None) -> dict[str, Any
     if not isinstance(data, dict) or data.get("format") != FORMAT or not data.keys() >= KEYS:
         return None
     return data if data.get("stamp") == list(stamp) else None
+
+
+def _people_key(row: dict[str, Any]) -> tuple[bool, int, int]:
+    """Where `people()` puts a row: named first, then the largest, then by cluster id."""
+    return row["name"] is None, -int(row["size"]), int(row["cluster_id"])
+
+
+def _renamed(store: Any, before: dict[str, Any], renamed: set[int]) -> dict[str, Any] | None:
+    """The summary after commits that changed only the names of clusters `renamed` (and the
+    history), from `before` (a true summary of the catalog before them): those clusters'
+    rows read again and put in their places, the people counted and the history read again.
+    None when that cannot tell the first PEOPLE_ROWS rows (a renamed cluster left them and
+    another, not in `before`, may take its place) or one of the clusters is empty (whether
+    an empty cluster is listed depends on its name): read everything then."""
+    fresh = [asdict(r) for r in store.people_rows(sorted(renamed))]
+    if len(fresh) != len(renamed) or any(int(r["size"]) <= 0 for r in fresh):
+        return None
+    old = before["people"]
+    total = int(before["people_total"])
+    rows = sorted([r for r in old if int(r["cluster_id"]) not in renamed] + fresh,
+                  key=_people_key)
+    if len(old) < total:
+        if not old:
+            return None  # cut at PEOPLE_ROWS: the rows beyond the last one are unknown
+        last = _people_key(old[-1])
+        rows = [r for r in rows if _people_key(r) <= last]
+        if len(rows) < len(old):
+            return None
+    elif len(rows) != total:  # every row was there, these clusters' among them
+        return None
+    counts = {**before["counts"], "people": store.people_count()}
+    return {**before, "counts": counts, "people": json.loads(json.dumps(rows[:PEOPLE_ROWS])),
+            "history": [asdict(c) for c in store.history(HISTORY_ROWS)]}
 
 
 def _counts_after(store: Any, before: dict[str, Any] | None) -> Any:

@@ -121,6 +121,42 @@ def test_a_writer_leaves_the_summary_current(synthetic: Settings) -> None:
     assert _summarised(settings) == _catalog(settings)
 
 
+def test_a_name_patches_the_summary_it_finds(synthetic: Settings,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A correction that only names (`faceidx name`) brings the summary up to date from the
+    one it finds current, without reading every count and person again, and what it writes
+    is what the catalog says: a name on a person in the list, on one far down it (it moves up
+    to the named), on one beyond the rows kept; an undo (not a name) reads everything."""
+    settings = synthetic
+    monkeypatch.setattr(summary, "PEOPLE_ROWS", 4)  # the list is cut: some people are beyond
+    (settings.home / summary.FILE).unlink(missing_ok=True)
+    summary.status(settings)
+    reads: list[int] = []
+    read = summary._read
+    monkeypatch.setattr(summary, "_read", lambda *a: reads.append(1) or read(*a))
+    everyone = service.people_top(settings, None)[0]
+    assert len(everyone) > 4
+    named = next(r for r in everyone if r["name"] is not None)
+    beyond = everyone[-1]
+    for cluster, name in ((named["cluster_id"], "Ada"), (everyone[3]["cluster_id"], "Bo"),
+                          (beyond["cluster_id"], "Cy"), (beyond["cluster_id"], "Cyd")):
+        corrections.rename(settings, cluster, name)
+        assert summary.load(settings) is not None
+        assert reads == [], name  # patched, not read again
+        rows = summary.people_top(settings, 4)
+        assert json.loads(json.dumps(rows)) == json.loads(json.dumps(
+            service.people_top(settings, 4)))
+        assert any(r["cluster_id"] == cluster and r["name"] == name for r in rows[0])
+        assert _live(summary.status(settings, with_failures=True)) == \
+            _live(service.status(settings, with_failures=True))
+        assert summary.history(settings, 50) == [asdict(c) for c in
+                                                 corrections.history(settings, 50)]
+    corrections.undo(settings)
+    assert reads == [1]
+    assert json.loads(json.dumps(summary.people_top(settings, 4))) == json.loads(json.dumps(
+        service.people_top(settings, 4)))
+
+
 def _face_like(store: Store, settings: Settings) -> Any:
     """A copy of face 1 (its box, landmarks, score and embedding), as a FaceResult."""
     from indexer.types import FaceResult

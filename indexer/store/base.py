@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -174,23 +174,29 @@ class StoreBase:
         self.close(save=exc[0] is None)
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self, *, names_of: Iterable[int] | None = None
+                    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """One atomic unit of work; FAISS follows only when the catalog commits (the batch is
-        appended to the delta log; the base index is not loaded for it)."""
+        appended to the delta log; the base index is not loaded for it).
+
+        `names_of`: the work changes nothing the summary shows but these clusters' names (and
+        the history), so the summary is brought up to date from the one it replaces
+        (summary.Upkeep) instead of read again (at a million faces most of `faceidx name`)."""
         con = self._connect()
         if self._upkeep is not None:
             self._upkeep.began()
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
-            if not self.read_only:
-                self.sync_medoids(con)
+            if not self.read_only and self.sync_medoids(con):
+                names_of = None  # boxes and photos of medoids changed too
             if self._upkeep is None:
                 con.execute("COMMIT")
             else:
                 with self._upkeep.lock:  # no commit while a summary is read (summary.py)
+                    self._upkeep.committing()
                     con.execute("COMMIT")
-                self._upkeep.committed()
+                    self._upkeep.committed(names_of)
         except BaseException:
             con.execute("ROLLBACK")
             self._pending_add.clear()

@@ -37,13 +37,18 @@ class HistoryMixin:
     # ------------------------------------------------------------------ recording
     def record_correction(self, kind: str, summary: str,
                           op: Callable[[duckdb.DuckDBPyConnection], int | None], *,
-                          clusters: Iterable[int] = (), faces: Iterable[int] = ()) -> Change:
+                          clusters: Iterable[int] = (), faces: Iterable[int] = (),
+                          names_only: bool = False) -> Change:
         """Run `op` in one transaction, record what it changed, and return the history row.
 
         `op` returns the cluster the user is left looking at (for a split, the new person).
         `clusters` and `faces` name what it may touch; the faces' clusters are added.
+        `names_only`: `op` changes no cluster's members, size or medoid, only the names of
+        `clusters` (and pins), which lets the summary be patched (StoreBase.transaction).
         """
-        with self.transaction() as con:  # type: ignore[attr-defined]
+        clusters = [int(c) for c in clusters]
+        with self.transaction(  # type: ignore[attr-defined]
+                names_of=clusters if names_only else None) as con:
             face_ids = sorted({int(f) for f in faces})
             given, params = _filter("face_id", face_ids)
             cluster_ids = set(int(c) for c in clusters) | ({

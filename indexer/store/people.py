@@ -247,6 +247,26 @@ class PeopleMixin:
         total = int(rows[0][9]) if rows else 0
         return [_person_row(r) for r in rows], total
 
+    def people_rows(self, cluster_ids: Sequence[int]) -> list[PersonRow]:
+        """These clusters' rows as `people()` gives them (those that exist), read by id: the
+        medoids' faces and photos are found through the row groups that hold them."""
+        where, params = id_filter("c.cluster_id", cluster_ids)
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT c.cluster_id, p.name, c.size, c.medoid_face_id, i.path, "
+                "f.x1, f.y1, f.x2, f.y2 "
+                "FROM clusters c LEFT JOIN people p ON p.cluster_id = c.cluster_id "
+                "LEFT JOIN faces f ON f.face_id = c.medoid_face_id "
+                f"LEFT JOIN images i ON i.image_id = f.image_id WHERE {where} "
+                "ORDER BY c.cluster_id", params).fetchall()
+        return [_person_row(r) for r in rows]
+
+    def people_count(self) -> int:
+        """How many people (named clusters) there are."""
+        with self._read() as con:
+            row = con.execute("SELECT count(*) FROM people").fetchone()
+        return int(row[0]) if row else 0
+
     def cluster_id_for(self, ref: str) -> int:
         """A cluster named by its id or by a person's name."""
         with self._read() as con:
