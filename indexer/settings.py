@@ -4,7 +4,6 @@ then default. The index home defaults to the platform's user data directory."""
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -137,6 +136,8 @@ def load(overrides: dict[str, Any] | None = None, *, environ: dict[str, str] | N
             else default_config_file()
     file_values: dict[str, Any] = {}
     if config_file.is_file():
+        import tomllib  # only for a config file (its import is a light command's 10-30 ms)
+
         from .errors import FaceidxError
 
         try:

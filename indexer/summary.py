@@ -30,7 +30,6 @@ This module imports neither DuckDB nor the store until the catalog has to be rea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from .settings import Settings
+
+try:  # hashlib would load OpenSSL too (several ms of every light command) for this one hash
+    from _blake2 import blake2b
+except ImportError:  # a Python built without it
+    from hashlib import blake2b
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def _headers(path: Path) -> tuple[os.stat_result, bytes]:
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             fh.seek(4096)
-            return st, hashlib.blake2b(fh.read(8192), digest_size=8).digest()
+            return st, blake2b(fh.read(8192), digest_size=8).digest()
     inode = os.stat(path).st_ino
     key = str(path)
     with _kept_lock:
@@ -105,7 +109,7 @@ def _headers(path: Path) -> tuple[os.stat_result, bytes]:
                 os.close(_kept_open.pop(next(iter(_kept_open)))[1])
         _kept_open[key] = kept  # most recently looked at last
     st = os.fstat(kept[1])
-    return st, hashlib.blake2b(os.pread(kept[1], 8192, 4096), digest_size=8).digest()
+    return st, blake2b(os.pread(kept[1], 8192, 4096), digest_size=8).digest()
 
 
 # ---------------------------------------------------------------------- the file
