@@ -335,9 +335,9 @@ class StoreBase:
 
     def _bump_generation(self, con: duckdb.DuckDBPyConnection) -> None:
         """Tell other processes (the watch daemon) that clusters changed."""
-        row = con.execute("SELECT value FROM meta WHERE key = 'clusters_generation'").fetchone()
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('clusters_generation', ?)",
-                    [str(int(row[0]) + 1 if row else 1)])
+        con.execute("INSERT OR REPLACE INTO meta SELECT 'clusters_generation', "
+                    "CAST(coalesce(max(CAST(value AS BIGINT)), 0) + 1 AS VARCHAR) FROM meta "
+                    "WHERE key = 'clusters_generation'")
 
     # -- people and corrections
 

@@ -60,28 +60,37 @@ class HistoryMixin:
             if focus is not None:
                 cluster_ids.add(int(focus))
             after = self._facts(con, sorted(cluster_ids), [int(f) for f in before["faces"]],
-                                only_these=True)
+                                only_these=True, members=before["faces"] if names_only
+                                else None)
             state = _diff(before, after)
             state["focus_before"] = _focus_before(kind, before, after, state, focus)
-            change_id = self._next_id(con, "history", "change_id")  # type: ignore[attr-defined]
-            con.execute("INSERT INTO history (change_id, kind, summary, cluster_id, state) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        [change_id, kind, summary, focus, json.dumps(state)])
-            _set_head(con, change_id)
+            row = con.execute(
+                "INSERT INTO history (change_id, kind, summary, cluster_id, state) "
+                "SELECT coalesce(max(change_id), 0) + 1, ?, ?, ?, ? FROM history "
+                "RETURNING change_id, kind, summary, made_at, cluster_id, undone",
+                [kind, summary, focus, json.dumps(state)]).fetchone()
+            assert row is not None
+            _set_head(con, int(row[0]))
             self._bump_generation(con)  # type: ignore[attr-defined]
-            return self._change(con, change_id)
+            return _change_row(row)
 
     def _facts(self, con: duckdb.DuckDBPyConnection, cluster_ids: list[int],
-               face_ids: list[int], *, only_these: bool = False) -> Facts:
+               face_ids: list[int], *, only_these: bool = False,
+               members: Facts | None = None) -> Facts:
         """The user-visible facts about these clusters and faces, as JSON-ready values: of
         the clusters' members, the faces pinned to or rejected from them, and `face_ids`
         (with only_these, of `face_ids` alone). The members come from one scan of the faces'
         cluster column (the clusters' ids as literals, which DuckDB filters in the scan), the
-        other faces by id; pins and rejections are small tables."""
+        other faces by id; pins and rejections are small tables. `members` (with only_these):
+        the faces' facts read before a correction that moved no face, whose clusters,
+        distances and reasons stand (only pins, rejections and names are read again)."""
         where, params = _filter("cluster_id", cluster_ids)
-        rows = {int(r[0]): list(r[1:]) for r in con.execute(
-            "SELECT face_id, cluster_id, assign_distance, assign_reason FROM faces WHERE "
-            + where, params).fetchall()}
+        if members is not None and only_these:
+            rows = {int(f): list(v[:3]) for f, v in members.items()}
+        else:
+            rows = {int(r[0]): list(r[1:]) for r in con.execute(
+                "SELECT face_id, cluster_id, assign_distance, assign_reason FROM faces WHERE "
+                + where, params).fetchall()}
         wanted = set(face_ids)
         if not only_these:
             wanted |= set(rows) | {int(r[0]) for r in con.execute(

@@ -334,10 +334,12 @@ class PeopleMixin:
             pid = self._next_id(con, "people", "person_id")
             con.execute("INSERT INTO people (person_id, name, cluster_id) VALUES (?, ?, ?)",
                         [pid, name, cluster_id])
-        # A named cluster's members are the user's: pin them so reclusters keep them.
+        # A named cluster's members are the user's: pin them so reclusters keep them (those
+        # pinned to it already, every one when it is renamed, are left as they are).
         con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
-                    "SELECT face_id, cluster_id FROM faces WHERE cluster_id = ?",
-                    [cluster_id])
+                    "SELECT face_id, cluster_id FROM faces WHERE cluster_id = $c AND face_id "
+                    "NOT IN (SELECT face_id FROM face_pins WHERE cluster_id = $c)",
+                    {"c": cluster_id})
         return cluster_id
 
     def merge_clusters(self, con: duckdb.DuckDBPyConnection, into: int, other: int) -> int:
