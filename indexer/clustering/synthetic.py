@@ -19,6 +19,8 @@ from numpy.typing import NDArray
 Embeddings = NDArray[np.float32]
 Labels = NDArray[np.int64]
 
+_CENTRE_BLOCK = 4096  # identity centres made at once
+
 
 @dataclass(frozen=True)
 class SyntheticFaces:
@@ -70,22 +72,38 @@ def make_identities(
     common /= np.linalg.norm(common)
     cos_between = 1.0 - between_distance**2 / 2.0
     spread = np.sqrt(max(1e-6, (1.0 - cos_between) / max(cos_between, 1e-6)))
-    centres = common[None, :] + spread * rng.standard_normal((n_ids, dim)) / np.sqrt(dim)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    # The centres are drawn here (the random stream is that of one draw of (identities x dim))
+    # but made when the faces of their identities are, a block at a time, by a second
+    # generator started where this one drew them: all of them at once in float64, with
+    # temporaries, were 4.3 GB at 1M x 512 (318k identities), more than the clustering of the
+    # vectors needs; kept in float32 they were still 650 MB beside the vectors.
+    centre_rng = np.random.default_rng()
+    centre_rng.bit_generator.state = rng.bit_generator.state
+    for start in range(0, n_ids, _CENTRE_BLOCK):
+        rng.standard_normal((min(_CENTRE_BLOCK, n_ids - start), dim))
     identities = np.repeat(np.arange(n_ids, dtype=np.int64), sizes)
     # Member = centre + noise of norm sigma; two members are about sqrt(2)*sigma/sqrt(1+sigma^2)
     # apart, so sigma follows from the wanted within-identity distance.
     per_id = within_distance * rng.uniform(0.85, 1.15, n_ids)
     sigma = per_id / np.sqrt(np.maximum(2.0 - per_id**2, 1e-6))
     # Built in chunks, in float32, so that making 1M x 512 vectors costs little beyond them.
-    centres32 = centres.astype(np.float32)
     x = np.empty((n_faces, dim), dtype=np.float32)
-    step = 65536
+    centres = np.empty((0, dim), dtype=np.float32)  # centres of identities first.. onwards
+    first = 0
+    step = 16384  # faces at once: a few (step x dim) temporaries, 32 MB each at 512-d
     for start in range(0, n_faces, step):
         ids = identities[start : start + step]
+        lo, hi = int(ids[0]), int(ids[-1]) + 1
+        made = [centres[lo - first :]]
+        for block in range(first + len(centres), hi, _CENTRE_BLOCK):
+            rows = min(_CENTRE_BLOCK, hi - block)
+            c = common[None, :] + spread * centre_rng.standard_normal((rows, dim)) / np.sqrt(dim)
+            c /= np.linalg.norm(c, axis=1, keepdims=True)
+            made.append(c.astype(np.float32))
+        centres, first = np.concatenate(made), lo
         noise = rng.standard_normal((len(ids), dim), dtype=np.float32)
         noise *= (sigma[ids] / np.sqrt(dim)).astype(np.float32)[:, None]
-        chunk = centres32[ids] + noise
+        chunk = centres[ids - first] + noise
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         x[start : start + step] = chunk
     order = rng.permutation(n_faces)
