@@ -9,7 +9,8 @@ In one run it prints:
    of a 100k-face and a 1M-face dlib (128-d) home: wall time and the process's peak RSS;
 2. the clustering of 1M synthetic 512-d vectors with identity structure
    (indexer.clustering.synthetic; no 512-d home of 1M faces exists here, and building one
-   through the store would take hours): wall time and peak RSS;
+   through the store would take hours): wall time and peak RSS (and the peak before the
+   clustering started, while the vectors were made: a peak above it is the clustering's);
 3. the kNN graph's neighbour recall against exact search (2000 sampled faces) at each size;
 4. the watch daemon on a copy of the 1M home (its search index first brought to the current
    kind): its RSS when idle; then one photo starts a background recluster and more photos are
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -78,9 +80,11 @@ def _child_cluster(faces: int, dim: int) -> dict[str, Any]:
     from indexer.clustering import ClusterParams, cluster
 
     x = _vectors(None, faces, dim)
+    made_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     t0 = time.perf_counter()
     result = cluster(x, "hdbscan", ClusterParams())
-    return {"seconds": time.perf_counter() - t0, "clusters": result.n_clusters}
+    return {"seconds": time.perf_counter() - t0, "clusters": result.n_clusters,
+            "vectors_peak_mb": made_mb}
 
 
 def _vectors(home: str | None, faces: int, dim: int) -> Any:
@@ -354,9 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         r = run_step("cluster", str(n), "512")
         print(f"clustering {n} synthetic 512-d faces (identity structure; no 512-d home): "
               f"{r['wall']:.1f} s wall ({r['seconds']:.1f} s clustering), peak RSS "
-              f"{r['peak_mb']:.0f} MB, {r['clusters']} clusters", flush=True)
+              f"{r['peak_mb']:.0f} MB ({r['vectors_peak_mb']:.0f} MB before the clustering, "
+              f"making the vectors), {r['clusters']} clusters", flush=True)
         figures["cluster_1m_512_s"] = round(r["wall"], 1)
         figures["cluster_1m_512_peak_mb"] = round(r["peak_mb"])
+        figures["cluster_1m_512_vectors_peak_mb"] = round(r["vectors_peak_mb"])
         if "recall" not in skip:
             k = run_step("recall", "", str(n), "512")
             print(f"  kNN graph {'exact' if k['exact'] else 'IVF'}: {k['knn_seconds']:.1f} s, "

@@ -117,3 +117,20 @@ def test_ivf_knn_finds_the_near_neighbours(faces):
     scaled = HdbscanConfig(min_cluster_size=2, min_samples=1, exact_max_faces=100)
     ours = fast_hdbscan(x, scaled, knn=approx).labels
     assert adjusted_rand_score(ref, ours) >= 0.85
+
+
+def test_ivf_knn_graph_is_sorted_without_self_and_its_distances_are_true(faces):
+    # The IVF graph is written over the search's own (N, k + 1) arrays (int32 and float32):
+    # each row holds k distinct other points, nearest first, at their true distances.
+    from indexer.clustering.knn import KnnConfig
+
+    x = faces.embeddings
+    n = len(x)
+    graph = build_knn(x, 24, KnnConfig(exact_max_faces=100))
+    assert graph.indices.shape == graph.distances.shape == (n, 24)
+    assert (graph.indices >= 0).all()
+    assert not (graph.indices == np.arange(n)[:, None]).any()
+    assert all(len(set(row)) == 24 for row in graph.indices.tolist())
+    assert (np.diff(graph.distances, axis=1) >= 0).all()
+    true = np.linalg.norm(x[:, None, :].astype(np.float64) - x[graph.indices], axis=2)
+    np.testing.assert_allclose(graph.distances, true, atol=1e-5)

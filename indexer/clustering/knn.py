@@ -20,8 +20,10 @@ Embeddings = NDArray[np.float32]
 class KnnGraph:
     """Each point's `k` nearest other points, nearest first.
 
-    `indices` is (N, k) int64 with -1 where fewer than k other points exist; `distances` is
-    (N, k) float64 Euclidean distances recomputed in double precision (inf where padded).
+    `indices` is (N, k) with -1 where fewer than k other points exist; `distances` the (N, k)
+    Euclidean distances (inf where padded). After the exact search they are int64 and float64
+    recomputed in double precision; after the IVF search int32 and the search's own float32
+    (at 1M faces the graph is 192 MB instead of 384, and the spanning tree's weights follow).
     `exact` tells whether the search was exhaustive.
     """
 
@@ -85,6 +87,7 @@ def coarse_lists(
 
 
 _QUERY_BLOCK = 512  # queries per matrix product in batched_ivf_search
+_DIFF_BLOCK = 128  # queries per exact recomputation of their candidates' distances
 
 
 def _workers() -> int:
@@ -142,7 +145,7 @@ def batched_ivf_search(x: Embeddings, want: int, config: KnnConfig, seed: int = 
                  int(config.ivf_candidates_per_sqrt_n * np.sqrt(n)))
     probes = probe_lists(near, sizes, budget)
     sq = np.einsum("ij,ij->i", x, x)
-    out = np.full((n, want), -1, dtype=np.int64)
+    out = np.full((n, want), -1, dtype=_index_dtype(n))
     dist = np.full((n, want), np.inf, dtype=np.float32)
 
     def search(lst: int) -> None:
@@ -161,9 +164,12 @@ def batched_ivf_search(x: Embeddings, want: int, config: KnnConfig, seed: int = 
             d2 += sqc[None, :]  # + |q|^2 is the same along a row: not needed to rank
             part = _top_k_rows(d2, kk, head) if kk < len(cand) else \
                 np.broadcast_to(np.arange(len(cand)), (len(q), len(cand)))
-            diff = xq[:, None, :] - xc[part]
             out[q, :kk] = cand[part]
-            dist[q, :kk] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+            # in smaller blocks: (queries, kk, dim) floats twice, 26 MB a worker at 512-d
+            for s in range(0, len(q), _DIFF_BLOCK):
+                diff = xq[s : s + _DIFF_BLOCK, None, :] - xc[part[s : s + _DIFF_BLOCK]]
+                dist[q[s : s + _DIFF_BLOCK], :kk] = np.sqrt(
+                    np.einsum("ijk,ijk->ij", diff, diff))
 
     lists = np.argsort(-sizes, kind="stable")  # the biggest first: even work at the end
     lists = lists[sizes[lists] > 0].tolist()
@@ -177,6 +183,10 @@ def batched_ivf_search(x: Embeddings, want: int, config: KnnConfig, seed: int = 
                                    for i, p in enumerate(probes)) / max(n, 1),
                 t1 - t0, time.perf_counter() - t1)
     return out, dist
+
+
+def _index_dtype(n: int) -> type[np.signedinteger]:
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
 
 
 def _give_back_freed_memory() -> None:
@@ -217,34 +227,50 @@ def build_knn(x: Embeddings, k: int, config: KnnConfig | None = None, seed: int 
     k = max(1, min(k, n - 1)) if n > 1 else 1
     want = min(n, k + 1)
     exact = n <= config.exact_max_faces
-    raw_dist = None
-    if exact:
-        index = faiss.IndexFlatL2(x.shape[1])
-        index.add(x)
-        raw = np.empty((n, want), dtype=np.int64)
-        for start in range(0, n, config.batch_size):
-            _, idx = index.search(x[start : start + config.batch_size], want)
-            raw[start : start + config.batch_size] = idx
-        del index
-    else:
-        raw, raw_dist = batched_ivf_search(x, want, config, seed)
+    if not exact:
+        return _finish_in_place(x, *batched_ivf_search(x, want, config, seed))
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    raw = np.empty((n, want), dtype=np.int64)
+    for start in range(0, n, config.batch_size):
+        _, idx = index.search(x[start : start + config.batch_size], want)
+        raw[start : start + config.batch_size] = idx
+    del index
     indices = np.empty((n, want - 1), dtype=np.int64)
     distances = np.empty((n, want - 1), dtype=np.float64)
     # A block of rows at a time: whole-array temporaries cost about 1.3 GB at 1M faces.
     for start in range(0, n, _FINISH_ROWS):
         end = min(n, start + _FINISH_ROWS)
-        indices[start:end], distances[start:end] = _finish_rows(
-            x, raw[start:end], None if raw_dist is None else raw_dist[start:end], start)
-    del raw, raw_dist
-    return KnnGraph(indices=indices, distances=distances, exact=exact)
+        indices[start:end], distances[start:end] = _finish_rows(x, raw[start:end], None, start)
+    return KnnGraph(indices=indices, distances=distances, exact=True)
+
+
+def _finish_in_place(x: Embeddings, raw: NDArray[np.signedinteger],
+                     raw_dist: NDArray[np.float32]) -> KnnGraph:
+    """The IVF search's (N, k + 1) result as the graph, written over the search's own arrays
+    (row r's k columns at r * k of the flat buffer; a block's rows are read before they are
+    overwritten, and never after): a second pair of (N, k) arrays beside them was 384 MB
+    of the peak at 1M faces."""
+    n, want = raw.shape
+    k = want - 1
+    flat_i, flat_d = raw.reshape(-1), raw_dist.reshape(-1)
+    for start in range(0, n, _FINISH_ROWS):
+        end = min(n, start + _FINISH_ROWS)
+        idx, dist = _finish_rows(x, raw[start:end], raw_dist[start:end], start)
+        flat_i[start * k : end * k] = idx.ravel()
+        flat_d[start * k : end * k] = dist.ravel()
+    return KnnGraph(indices=flat_i[: n * k].reshape(n, k),
+                    distances=flat_d[: n * k].reshape(n, k), exact=False)
 
 
 _FINISH_ROWS = 1 << 16
 
 
-def _finish_rows(x: Embeddings, raw: NDArray[np.int64], raw_dist: NDArray[np.float32] | None,
-                 first_row: int) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Rows `first_row`.. of the search's result without self, sorted by distance."""
+def _finish_rows(x: Embeddings, raw: NDArray[np.signedinteger],
+                 raw_dist: NDArray[np.float32] | None, first_row: int
+                 ) -> tuple[NDArray[np.signedinteger], NDArray[np.floating]]:
+    """Rows `first_row`.. of the search's result without self, sorted by distance (float64
+    recomputed after the exact search, the search's float32 after the IVF one)."""
     want = raw.shape[1]
     # Drop self (normally column 0, but exact duplicates may shuffle it) and keep k columns.
     rows = np.arange(first_row, first_row + raw.shape[0])[:, None]
@@ -268,8 +294,8 @@ def _finish_rows(x: Embeddings, raw: NDArray[np.int64], raw_dist: NDArray[np.flo
         dist[r, c] = pair_distances(x, (r + first_row).astype(np.int64), nbrs[r, c])
     else:  # approximate: the search's own float32 distances
         dist = np.where(valid, np.take_along_axis(raw_dist, order, axis=1)[:, : want - 1],
-                        np.inf).astype(np.float64)
-    # Re-sort by the double-precision distances so that ties and float32 noise do not matter.
+                        np.float32(np.inf))
+    # Re-sort by the final distances so that ties and float32 noise do not matter.
     order = np.argsort(dist, axis=1, kind="stable")
     return np.take_along_axis(nbrs, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
