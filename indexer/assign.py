@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import duckdb
 import numpy as np
 
 from .models import ASSIGN_THRESHOLD, distance_scale
 from .settings import Settings
 from .store import Store, distance_from_ip
+from .store.engine import duckdb
 from .types import Matrix
 
 log = logging.getLogger(__name__)

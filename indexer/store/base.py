@@ -188,8 +188,9 @@ class StoreBase:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
-            if not self.read_only and self.sync_medoids(con):
-                names_of = None  # boxes and photos of medoids changed too
+            # a names-only change writes no medoid: every other write left the copies in step
+            if not self.read_only and names_of is None:
+                self.sync_medoids(con)
             if self._upkeep is None:
                 con.execute("COMMIT")
             else:

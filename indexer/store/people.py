@@ -322,12 +322,14 @@ class PeopleMixin:
 
     # -- corrections: each runs inside HistoryMixin.record_correction's transaction
     def name_cluster(self, con: duckdb.DuckDBPyConnection, cluster_id: int, name: str) -> int:
-        other = con.execute("SELECT cluster_id FROM people WHERE name = ?", [name]).fetchone()
-        if other is not None and other[0] != cluster_id:
-            raise Conflict(f"{name!r} already names cluster {other[0]}; "
-                           f"use `faceidx merge {other[0]} {cluster_id}` to join them")
-        row = con.execute("SELECT person_id FROM people WHERE cluster_id = ?",
-                          [cluster_id]).fetchone()
+        found = con.execute("SELECT person_id, cluster_id, name = $n FROM people "
+                            "WHERE name = $n OR cluster_id = $c", {"n": name, "c": cluster_id}
+                            ).fetchall()
+        for _, other, same_name in found:
+            if same_name and other != cluster_id:
+                raise Conflict(f"{name!r} already names cluster {other}; "
+                               f"use `faceidx merge {other} {cluster_id}` to join them")
+        row = next((r for r in found if r[1] == cluster_id), None)
         if row is not None:
             con.execute("UPDATE people SET name = ? WHERE person_id = ?", [name, row[0]])
         else:
