@@ -39,6 +39,7 @@ import queue
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -72,6 +73,8 @@ LOCAL_START_ATTEMPTS = 3
 AGENT_WAIT_MS = 180_000
 """How long a local raylet waits for its agents to start (Ray's default gave up after ~15 s on a
 2-core machine shared with other jobs)."""
+STARTUP = ("process_started", "constructed", "model_loaded")
+"""Result columns: when the actor's process started, its constructor began, its model loaded."""
 _Analysis = tuple[Any, tuple[int, int] | None]
 
 
@@ -145,6 +148,7 @@ class FaceActor:
     """A Ray Data actor: loads the face model once, then analyses one row at a time."""
 
     def __init__(self, model_name: str, settings: Settings, feed: Any, threads: int = 1) -> None:
+        constructed = time.time()
         from .models import create_model
 
         if settings.model_threads is None:  # as a local worker process: the CPUs it reserved
@@ -154,6 +158,7 @@ class FaceActor:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = create_model(model_name, settings)
         self.model.load()  # from the weights installed on this node; raises if they are missing
+        self.startup = (_process_start(), constructed, time.time())
         log.info("model %s loaded in Ray actor %s", model_name, self.worker)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -168,6 +173,8 @@ class FaceActor:
                 out.append(pickle.dumps(self._one(path, content_hash, data)))
         return {"key": np.array(keys, dtype=np.int64),
                 "worker": np.array([self.worker] * len(out), dtype=object),
+                **{name: np.full(len(out), stamp) for name, stamp in zip(STARTUP, self.startup,
+                                                                         strict=True)},
                 "outcome": np.array(out, dtype=object)}
 
     def _one(self, path_text: str, content_hash: str, data: bytes | None) -> tuple[str, Any]:
@@ -200,6 +207,18 @@ class FaceActor:
             return "failed", f"model failed on Ray worker {self.worker} " \
                              f"({type(exc).__name__}: {exc})"
         return "ok", (faces, photo.size)
+
+
+def _process_start() -> float:
+    """When this process started (wall-clock seconds; Linux's /proc), or NaN."""
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return float("nan")
 
 
 def block_sizes(files: int, actors: int) -> list[int]:
@@ -269,6 +288,8 @@ class RayAnalyzer:
         self._started = False
         self.workers: set[str] = set()
         """`host:pid` of every actor that returned a result (for the run's log)."""
+        self.startups: dict[str, tuple[float, float, float]] = {}
+        """The last run's actors (`host:pid`) and their STARTUP times: where a start-up goes."""
 
     def start(self) -> None:
         ray, o = self._ray, self.options
@@ -347,6 +368,7 @@ class RayAnalyzer:
         ray, o = self._ray, self.options
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        self.startups = {}
         actors = self.actors()
         slots = block_sizes(most, actors)
         here = ray.get_runtime_context().get_node_id()
@@ -394,6 +416,8 @@ class RayAnalyzer:
                 del held[slot]
                 feed.drop.remote(slot)
             self.workers.add(str(row["worker"]))
+            self.startups.setdefault(str(row["worker"]), (float(row[STARTUP[0]]),
+                                     float(row[STARTUP[1]]), float(row[STARTUP[2]])))
             kind, value = pickle.loads(row["outcome"])
             if kind == "ok":
                 yield raw, value
@@ -430,6 +454,10 @@ class RayAnalyzer:
             log.warning("%d files got no result from Ray; the next run indexes them",
                         len(pending))
         log.info("Ray actors that returned results: %s", ", ".join(sorted(self.workers)))
+        for worker, (process, constructed, loaded) in sorted(self.startups.items()):
+            log.info("Ray actor %s: its constructor began %.1f s after its process started, "
+                     "its model was loaded %.1f s later", worker, constructed - process,
+                     loaded - constructed)
 
 
 _END = object()

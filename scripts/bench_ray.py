@@ -27,14 +27,15 @@ model and stops them at the end; Ray runs one Ray Data execution that creates `-
 that each load the model (a Ray worker process that imports Ray Data, then the model) and ends
 them. That is what each `faceidx index` run pays. Not counted: starting Ray itself, which a
 cluster pays once, not per run. Each run also prints when its first and last results came
-(seconds from its start) and the CPU seconds, sampled from /proc, of the model's processes
-(local workers or Ray actors, start-up included), the driver (this process: planning, commits,
-and for Ray, Ray Data's scheduling), and Ray's own processes (raylet, GCS, agents, Ray Data's
-helper actors): on one machine they all share the same cores. Each mode's summary adds up its
-CPU seconds and, for Ray, compares them with local's: on a machine busy with other work the wall
-times swing by tens of percent from run to run (whichever mode gets more of the cores wins), the
-CPU seconds much less; with the 2 cores saturated either way, the wall overhead on a quiet
-machine follows the CPU overhead.
+(seconds from its start), for Ray when each actor's process started, its constructor began and
+its model was loaded (where the start-up goes), and the CPU seconds, sampled from /proc, of
+the model's processes (local workers or Ray actors, start-up included), the driver (this
+process: planning, commits, and for Ray, Ray Data's scheduling), and Ray's own processes
+(raylet, GCS, agents, Ray Data's helper actors): on one machine they all share the same cores.
+Each mode's summary adds up its CPU seconds and, for Ray, compares them with local's: on a
+machine busy with other work the wall times swing by tens of percent from run to run (whichever
+mode gets more of the cores wins), the CPU seconds much less; with the 2 cores saturated either
+way, the wall overhead on a quiet machine follows the CPU overhead.
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ class Timing:
     faces: int
     cpu: dict[str, float]
     busiest: list[tuple[float, str]]
+    actors: list[tuple[float, float, float]]
+    """Ray only: for each actor, when its process started, its constructor began and its model
+    was loaded (seconds from the run's start)."""
 
 
 class _FirstResult:
@@ -222,7 +226,7 @@ def run(settings: Settings, home: str, library: Path, model: Any,
     """One fresh index of `library`, timed from opening the store to the summary."""
     run_settings = replace(settings, home=settings.home.parent / home)
     with CpuMeter() as meter:
-        t = time.perf_counter()
+        t, wall = time.perf_counter(), time.time()
         with Store.open(run_settings, model.info) as store, \
                 Indexer(store, model, run_settings, analyzer=analyzer) as indexer:
             first = indexer.analyzer = _FirstResult(indexer.analyzer, t)
@@ -230,8 +234,10 @@ def run(settings: Settings, home: str, library: Path, model: Any,
             if analyzer is None:
                 model.close()  # the local worker processes end with the run, as Ray's actors do
         seconds = time.perf_counter() - t
+    startups = getattr(getattr(analyzer, "inner", analyzer), "startups", {})
+    actors = sorted(tuple(stamp - wall for stamp in times) for times in startups.values())
     return Timing(seconds, first.first, first.last, summary.new + summary.failed,
-                  summary.faces_added, meter.seconds(), meter.busiest())
+                  summary.faces_added, meter.seconds(), meter.busiest(), actors)
 
 
 class Recorder:
@@ -320,7 +326,8 @@ def main() -> None:
                     print(f"  {tm.photos} photos, round {r + 1} {mode:6s}: {tm.seconds:5.1f} s  "
                           f"{tm.photos / tm.seconds:5.2f} photos/s  {tm.faces} faces; results "
                           f"from {tm.first_result:4.1f} s to {tm.last_result:4.1f} s; CPU s: "
-                          + _cpu_text(tm.cpu) + f" (settled {waited:.0f} s before)", flush=True)
+                          + _cpu_text(tm.cpu) + f" (settled {waited:.0f} s before)"
+                          + _actors_text(tm.actors), flush=True)
                     if args.cpu_detail:
                         for cpu, who in tm.busiest:
                             print(f"      {cpu:5.1f} s  {who}")
@@ -389,6 +396,14 @@ def fixed_costs(sizes: list[int], modes: list[str],
         print(line)
 
 
+def _actors_text(actors: list[tuple[float, float, float]]) -> str:
+    """Where a Ray run's start-up went, actor by actor (seconds from the run's start)."""
+    if not actors:
+        return ""
+    return "\n      actors: " + "; ".join(
+        f"process {p:.1f} s, constructor {c:.1f} s, model loaded {m:.1f} s" for p, c, m in actors)
+
+
 def _cpu_text(cpu: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
 
@@ -416,6 +431,10 @@ def summarize(mode: str, runs: list[Timing], local: list[Timing]) -> None:
     text = f"; in all {total:.1f}"
     if runs is not local:
         text += f" ({total / _mean(sum(r.cpu.values()) for r in local) - 1:+.0%} CPU against local)"
+    if runs[0].actors:  # the slowest actor of each run, averaged over the runs
+        slowest = [_mean(max(a[i] for a in r.actors) for r in runs) for i in range(3)]
+        text += (f"\n      {'':22s}  slowest actor: process started at {slowest[0]:.1f} s, "
+                 f"constructor at {slowest[1]:.1f} s, model loaded at {slowest[2]:.1f} s")
     print(line + f"\n      {'':22s}  results from {first:.1f} s to {last:.1f} s; CPU s: "
           + _cpu_text(cpu) + text)
 

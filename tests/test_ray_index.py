@@ -205,9 +205,11 @@ def _same_catalog(got: dict, want: dict) -> None:  # type: ignore[type-arg]
 
 def test_ray_index_equals_local_then_skips_and_moves(cli, ray_head, photos: Path, local,
                                                      home: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture
                                                      ) -> None:  # type: ignore[no-untyped-def]
     import json
+    import logging
     import shutil
 
     from indexer import distributed
@@ -218,7 +220,11 @@ def test_ray_index_equals_local_then_skips_and_moves(cli, ray_head, photos: Path
     # the driver keeps one block per actor ahead: it waits for results between the blocks it puts
     monkeypatch.setattr(distributed, "AHEAD_PER_ACTOR", 1)
     ray = ("--ray", address, "--ray-read", "driver", "--ray-actors", "2")
+    caplog.set_level(logging.INFO, logger="indexer.distributed")
     first = json.loads(cli("index", "--model", "dlib", "--json", *ray, str(folder)).stdout)
+    # where each actor's start-up went: logged once per actor that returned results
+    startups = [r.getMessage() for r in caplog.records if "its constructor began" in r.msg]
+    assert 1 <= len(startups) <= 2 and all(" -" not in line for line in startups)
     assert first["new"] == 16 and first["failed"] == 4 and first["faces_added"] == \
         len(local["faces"])
     assert len(local["faces"]) >= 16  # a face in every photo that can be read, more in the group
