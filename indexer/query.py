@@ -253,6 +253,8 @@ def _verdicts(store: Store, people: People, vectors: Any,
 
 
 def _settings_of(source: Source) -> Settings:
+    if isinstance(source, Settings):  # `faceidx query`: its process imports no store
+        return source
     from .reading import settings_of
 
     return settings_of(source)
