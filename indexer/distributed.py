@@ -73,6 +73,9 @@ LOCAL_START_ATTEMPTS = 3
 AGENT_WAIT_MS = 180_000
 """How long a local raylet waits for its agents to start (Ray's default gave up after ~15 s on a
 2-core machine shared with other jobs)."""
+STARTUP_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))
+"""Worker processes a local raylet may start at once. Ray's default, its CPUs, made the second of
+two actors wait until the feed actor's or the first actor's process had started."""
 STARTUP = ("process_started", "constructed", "model_loaded")
 """Result columns: when the actor's process started, its constructor began, its model loaded."""
 _Analysis = tuple[Any, tuple[int, int] | None]
@@ -319,6 +322,7 @@ class RayAnalyzer:
         told to wait longer, and the start is tried again."""
         ray = self._ray
         os.environ.setdefault("RAY_agent_register_timeout_ms", str(AGENT_WAIT_MS))
+        os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(STARTUP_CONCURRENCY))
         for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
             try:
                 ray.init(address="local",  # a new instance even if another Ray runs here
