@@ -95,18 +95,36 @@ def _centroid_links(
     for start in range(0, len(isolated), block):
         c_ids = isolated[start : start + block]
         for i, m in enumerate(members[start : start + block]):
-            cents[i] = x[m].mean(axis=0)
-        d2 = sq[None, :] - 2.0 * (cents[: len(c_ids)] @ x.T)
+            cents[i] = _member_mean(x, m)
+        d2 = cents[: len(c_ids)] @ x.T  # in place after: one (block x N) buffer, not three
+        d2 *= -2.0
+        d2 += sq[None, :]
         d2[comp[None, :] == c_ids[:, None]] = np.inf
         tgts[start : start + block] = d2.argmin(axis=1)
     for pos, m in enumerate(members):
         j = tgts[pos]
-        srcs[pos] = m[np.argmin(sq[m] - 2.0 * (x[m] @ x[j]))]
+        srcs[pos] = m[np.argmin(np.concatenate([
+            sq[m[s : s + _GATHER_ROWS]] - 2.0 * (x[m[s : s + _GATHER_ROWS]] @ x[j])
+            for s in range(0, len(m), _GATHER_ROWS)]))]
     w = np.maximum(pair_distances(x, srcs, tgts), np.maximum(core[srcs], core[tgts]))
     return srcs, w, tgts
 
 
 _ROWS = 1 << 16  # rows of the kNN graph per block in the Boruvka rounds
+# Members of a component gathered at once (64 MB at 512-d): the late rounds' components hold
+# hundreds of thousands of points, and x[members] whole was the peak of the clustering (at
+# 200k x 512, 550 MB beyond the vectors).
+_GATHER_ROWS = 1 << 15
+
+
+def _member_mean(x: Embeddings, m: NDArray[np.int64]) -> NDArray[np.floating]:
+    """Mean of x[m], summed in float64 a block of members at a time when there are many."""
+    if len(m) <= _GATHER_ROWS:
+        return x[m].mean(axis=0)
+    total = np.zeros(x.shape[1])
+    for s in range(0, len(m), _GATHER_ROWS):
+        total += x[m[s : s + _GATHER_ROWS]].sum(axis=0, dtype=np.float64)
+    return total / len(m)
 
 
 def _lightest_out(nbr: NDArray[np.int64], valid: NDArray[np.bool_],

@@ -54,7 +54,8 @@ def medoid(x: Embeddings, members: NDArray[np.int64]) -> int:
     return int(members[np.argmin(d.sum(axis=1))])
 
 
-_BATCH_ELEMENTS = 1 << 22  # float64 elements of one stack of same-size clusters
+_BATCH_ELEMENTS = 1 << 20  # float64 elements of one stack of same-size clusters (8 MB; its
+# temporaries were 250 MB beyond the vectors at 1 << 22 and 512-d)
 
 
 def split_far_members(x: Embeddings, labels: Labels, distance: float) -> tuple[Labels, int]:
