@@ -278,7 +278,7 @@ def test_a_replaced_base_is_never_paired_with_old_sidecars(settings: Settings,
     """A base file replaced by one of other content (same faces and size, other vectors) under
     a new inode: the old sidecars' recorded hash does not match, so they are neither used nor
     adopted; the reader gathers the ids from the base it has and writes its own sidecars."""
-    from indexer.store.vectors import _file_key, sidecars
+    from indexer.store.sidecars import file_key, find
 
     pq, ids, _ = _pq_home(settings, 4)
     other, _, _ = _pq_home(replace(settings, home=tmp_path / "other"), 5)
@@ -287,8 +287,8 @@ def test_a_replaced_base_is_never_paired_with_old_sidecars(settings: Settings,
     replaced.write_bytes(other.faiss_path.read_bytes())
     os.utime(replaced, ns=(pq.faiss_path.stat().st_atime_ns, pq.faiss_path.stat().st_mtime_ns))
     os.replace(replaced, pq.faiss_path)  # a new inode; the same mtime
-    key = _file_key(pq.faiss_path)
-    assert sidecars(pq.faiss_path, key) == {}
+    key = file_key(pq.faiss_path)
+    assert find(pq.faiss_path, key) == {}
     with Store.open(pq, read_only=True) as store:
         index = store.faiss_index()
         assert index.base_ids.tolist() == ids

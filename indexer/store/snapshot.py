@@ -117,9 +117,10 @@ def _from_sidecar(faiss_path: Path, dim: int, ids: np.ndarray, out: np.ndarray,
     count in this process's RSS beside the copy)."""
     import numpy as np
 
-    from .vectors import _file_key, sidecars
+    from . import sidecars
 
-    paths = sidecars(faiss_path, _file_key(faiss_path))  # a copied home's adopted too
+    # a copied home's adopted too
+    paths = sidecars.find(faiss_path, sidecars.file_key(faiss_path))
     if "ids" not in paths:
         return
     try:  # open both first: a writer replacing the base meanwhile unlinks them afterwards

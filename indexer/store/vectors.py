@@ -4,14 +4,10 @@
   `settings.faiss_ivf_min_faces` faces, else IVF on inner product storing
   `settings.faiss_ivf_kind` (default 4-bit fast-scan PQ codes), probing
   `settings.faiss_nprobe` lists (chosen by measurement; see README "Performance"). Written
-  atomically (temporary file, fsync, rename), with sidecars named after the file's identity
-  (inode, size, mtime: `_file_key`): its sorted ids and, for PQ codes, the exact vectors in that
-  order, on which a search re-ranks its `settings.faiss_refine` best candidates, and the
-  SHA-256 of the base file. Readers map the sidecars (and an IVF-Flat base), so a query reads
-  only the rows it needs. A copy of the home (`cp -a`, rsync, a restore) gives the base a new
-  inode: a reader that finds no sidecar under the new key hashes the base (~0.1 s per 75 MB,
-  the PQ base of 1M faces) and adopts (renames) the sidecars whose recorded hash matches; a
-  base of other content is never paired with them.
+  atomically (temporary file, fsync, rename), with sidecars (`sidecars.py`): its sorted ids
+  and, for PQ codes, the exact vectors in that order, on which a search re-ranks its
+  `settings.faiss_refine` best candidates. Readers map the sidecars (and an IVF-Flat base), so
+  a query reads only the rows it needs; a copied home's are found by the base's content hash.
 - `faces.delta`, the log (`delta.py`): every committed batch appends the ids it added (with
   vectors) and removed. Persisting a batch is O(batch); a writer never loads the base for it.
 - Readers replay the log into a small exact index of added faces and a set of removed ids
@@ -27,7 +23,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -35,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import delta as delta_log
+from . import sidecars
 from .faceindex import (
     IVF_KINDS,
     FaceIndex,
@@ -47,7 +43,6 @@ from .faceindex import (
     refined,
     rows_of,
 )
-from .files import replacing
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
@@ -128,11 +123,11 @@ class VectorsMixin:
         """What the files hold: the mapped base plus the replayed log (no repair)."""
         path = self.settings.faiss_path
         for _ in range(3):  # the key of the file read (a writer may replace it meanwhile)
-            key = _file_key(path)
+            key = sidecars.file_key(path)
             base, reason = self._read_base(mmap=True)
             if base is None:
                 return None, reason
-            if _file_key(path) == key:
+            if sidecars.file_key(path) == key:
                 break
         cached = self.__dict__.get("_base_ids_cache")
         if cached is not None and cached[0] == key:
@@ -153,7 +148,7 @@ class VectorsMixin:
         pages read per lookup), else gathered from the base's lists and the sidecar written."""
         import numpy as np
 
-        sidecar = sidecars(self.settings.faiss_path, key).get("ids")
+        sidecar = sidecars.find(self.settings.faiss_path, key).get("ids")
         try:
             if sidecar is not None:
                 ids = np.load(sidecar, mmap_mode="r")
@@ -162,8 +157,8 @@ class VectorsMixin:
         except (OSError, ValueError):
             pass
         ids = np.sort(_base_ids(base))
-        self._persist(_write_ids, self.settings.faiss_path, key, ids)
-        self._persist(_write_sum, self.settings.faiss_path, key)
+        self._persist(sidecars.write_ids, self.settings.faiss_path, key, ids)
+        self._persist(sidecars.write_sum, self.settings.faiss_path, key)
         return ids
 
     def _read_base_vectors(self, base: Any, ids: np.ndarray, key: str) -> np.ndarray | None:
@@ -174,7 +169,7 @@ class VectorsMixin:
 
         if not refined(base):
             return None
-        sidecar = sidecars(self.settings.faiss_path, key).get("vectors")
+        sidecar = sidecars.find(self.settings.faiss_path, key).get("vectors")
         try:
             if sidecar is not None:
                 vectors = np.load(sidecar, mmap_mode="r")
@@ -183,8 +178,8 @@ class VectorsMixin:
         except (OSError, ValueError):
             pass
         vectors = self._catalog_vectors(ids)
-        self._persist(_write_vectors, self.settings.faiss_path, key, vectors)
-        self._persist(_write_sum, self.settings.faiss_path, key)
+        self._persist(sidecars.write_vectors, self.settings.faiss_path, key, vectors)
+        self._persist(sidecars.write_sum, self.settings.faiss_path, key)
         return vectors
 
     def _catalog_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -385,141 +380,20 @@ class VectorsMixin:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             ids = np.sort(_base_ids(base))
-            key = _file_key(Path(tmp))
-            _write_ids(path, key, ids)
+            key = sidecars.file_key(Path(tmp))
+            sidecars.write_ids(path, key, ids)
             if vectors is not None:
                 assert len(vectors) == len(ids)
-                _write_vectors(path, key, vectors)
-            _write_sum(path, key, Path(tmp))  # last: the sidecars of this key are complete
+                sidecars.write_vectors(path, key, vectors)
+            sidecars.write_sum(path, key, Path(tmp))  # last: this key's sidecars are complete
             os.replace(tmp, path)  # keeps the inode and mtime, so the sidecar's key holds
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _drop_stale_ids(path)
+        sidecars.drop_stale(path)
         delta_log.reset(self._delta_path)
         self._delta_valid_bytes, self._delta_faces = 0, 0
         self._faiss_dirty = False
-
-
-def _file_key(path: Path) -> str:
-    """What names one written base file: its inode, size and mtime (a rename keeps them)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return "missing"
-    return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
-
-
-def _ids_path(faiss_path: Path, key: str) -> Path:
-    return faiss_path.with_name(f"{faiss_path.stem}.ids-{key}.npy")
-
-
-def _write_ids(faiss_path: Path, key: str, ids: np.ndarray) -> None:
-    """Write the sorted ids of the base file `key` names, atomically. A sidecar whose key no
-    longer names the base (a crash between the two renames, a base replaced) is never read."""
-    import numpy as np
-
-    with replacing(_ids_path(faiss_path, key), ".faces.ids.") as fh:
-        np.save(fh, np.ascontiguousarray(ids, dtype=np.int64))
-
-
-def _vectors_path(faiss_path: Path, key: str) -> Path:
-    return faiss_path.with_name(f"{faiss_path.stem}.vectors-{key}.npy")
-
-
-def _write_vectors(faiss_path: Path, key: str, vectors: np.ndarray) -> None:
-    """Write the exact vectors of the base file `key` names (rows in its sorted id order)."""
-    import numpy as np
-
-    with replacing(_vectors_path(faiss_path, key), ".faces.vectors.") as fh:
-        np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
-
-
-def _sum_path(faiss_path: Path, key: str) -> Path:
-    return faiss_path.with_name(f"{faiss_path.stem}.sum-{key}.txt")
-
-
-def _content_sum(base_path: Path, key: str) -> str | None:
-    """The SHA-256 of the base file `key` names (None when the file at base_path is no longer
-    that one). ~0.1 s for the 75 MB PQ base of 1M faces (SHA-NI, page cache)."""
-    try:
-        with open(base_path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}" != key:
-                return None
-            return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def _write_sum(faiss_path: Path, key: str, base_path: Path | None = None) -> None:
-    """Record the content hash of the base file `key` names (at base_path, a temporary file
-    about to take faiss_path's place, else faiss_path), by which a copy of the home (a new
-    inode, hence a new key) finds its sidecars (`sidecars`). Nothing when that file is gone or
-    the hash is recorded already."""
-    target = _sum_path(faiss_path, key)
-    if target.exists():
-        return
-    digest = _content_sum(base_path or faiss_path, key)
-    if digest is None:
-        return
-    with replacing(target, ".faces.sum.") as fh:
-        fh.write(f"{digest}\n".encode())
-
-
-def sidecars(faiss_path: Path, key: str) -> dict[str, Path]:
-    """The sidecars ("ids", "vectors") written with the base file `key` names, by kind: under
-    that key, else adopted from another key whose recorded content hash is the base file's
-    (the home was copied or restored: same bytes, new inode): renamed to `key` (ids, vectors,
-    then the hash, so a crash between leaves the hash for the next reader), or read where
-    they are in a home this process cannot write to. A sidecar of a base with other content
-    is never returned."""
-    found = {kind: p for kind, p in (("ids", _ids_path(faiss_path, key)),
-                                     ("vectors", _vectors_path(faiss_path, key))) if p.exists()}
-    if "ids" in found and ("vectors" in found or _sum_path(faiss_path, key).exists()):
-        return found  # complete (a base that keeps no exact vectors has none)
-    own = _sum_path(faiss_path, key).name
-    digest = None
-    for other in sorted(faiss_path.parent.glob(f"{faiss_path.stem}.sum-*.txt")):
-        if other.name == own:
-            continue
-        try:
-            recorded = other.read_text().strip()
-        except OSError:
-            continue
-        digest = digest or _content_sum(faiss_path, key)
-        if digest is None:
-            return found
-        if recorded != digest:
-            continue
-        old_key = other.name[len(f"{faiss_path.stem}.sum-"):-len(".txt")]
-        adopted: dict[str, Path] = {}
-        for kind, path_of in (("ids", _ids_path), ("vectors", _vectors_path),
-                              ("sum", _sum_path)):
-            old, new = path_of(faiss_path, old_key), path_of(faiss_path, key)
-            if not old.exists():
-                continue
-            try:
-                os.replace(old, new)
-                adopted[kind] = new
-            except OSError:  # a home this process cannot write to: read them where they are
-                adopted[kind] = old
-        log.info("FAISS index %s: adopted the sidecars of an identical base file (the home "
-                 "was copied or restored)", faiss_path)
-        adopted.pop("sum", None)
-        return {**adopted, **found}
-    return found
-
-
-def _drop_stale_ids(faiss_path: Path) -> None:
-    """Remove sidecars (ids, vectors, content hash) of base files that are gone."""
-    key = _file_key(faiss_path)
-    keep = {_ids_path(faiss_path, key).name, _vectors_path(faiss_path, key).name,
-            _sum_path(faiss_path, key).name}
-    for pattern in ("ids-*.npy", "vectors-*.npy", "sum-*.txt"):
-        for old in faiss_path.parent.glob(f"{faiss_path.stem}.{pattern}"):
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
 
 
 def persisted_ids(faiss_path: Path, dim: int) -> np.ndarray:
