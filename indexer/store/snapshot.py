@@ -119,18 +119,15 @@ def _from_sidecar(faiss_path: Path, dim: int, ids: np.ndarray, out: np.ndarray,
 
     from . import sidecars
 
-    # a copied home's adopted too
-    paths = sidecars.find(faiss_path, sidecars.file_key(faiss_path))
-    if "ids" not in paths:
-        return
+    paths = sidecars.find(faiss_path, sidecars.file_key(faiss_path))  # a copied home's too
+    if "ids" not in paths or "vectors" not in paths:
+        return  # none, or a base that keeps no exact vectors (exact or IVF-Flat search)
     try:  # open both first: a writer replacing the base meanwhile unlinks them afterwards
         ids_fh = open(paths["ids"], "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         return
     try:
         try:
-            if "vectors" not in paths:
-                return  # a base that keeps no exact vectors (exact or IVF-Flat search)
             vec_fh = open(paths["vectors"], "rb")  # noqa: SIM115
         except FileNotFoundError:
             return
