@@ -186,7 +186,6 @@ class Upkeep:
         self.due = False  # committed since
         # the clusters whose names alone the commits since changed (None: anything may have)
         self.renamed: set[int] | None = set()
-
         self.last: tuple[int, ...] | None = None  # the stamp after this writer's last commit
 
     def began(self) -> None:

@@ -334,12 +334,6 @@ class StoreBase:
         row = con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchone()
         return int(row[0]) if row else 1
 
-    def _bump_generation(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Tell other processes (the watch daemon) that clusters changed."""
-        con.execute("INSERT OR REPLACE INTO meta SELECT 'clusters_generation', "
-                    "CAST(coalesce(max(CAST(value AS BIGINT)), 0) + 1 AS VARCHAR) FROM meta "
-                    "WHERE key = 'clusters_generation'")
-
     # -- people and corrections
 
 def _model_from_meta(con: duckdb.DuckDBPyConnection) -> ModelInfo | None:
@@ -363,3 +357,10 @@ def _ensure_same_model(home: Path, stored: ModelInfo, wanted: ModelInfo) -> None
             f"use --model {stored.name}, or another --home for a new index"
         )
 
+
+def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
+    """Tell other processes (the watch daemon) that clusters changed: meta clusters_generation
+    goes up by one (from 1 when absent)."""
+    con.execute("INSERT OR REPLACE INTO meta SELECT 'clusters_generation', "
+                "CAST(coalesce(max(CAST(value AS BIGINT)), 0) + 1 AS VARCHAR) FROM meta "
+                "WHERE key = 'clusters_generation'")

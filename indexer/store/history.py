@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import Conflict, NothingToUndo
+from .base import bump_generation
 from .engine import duckdb
 from .faces import id_filter as _filter
 from .rows import Change
@@ -167,7 +168,7 @@ def _set_head(con: duckdb.DuckDBPyConnection, change_id: int) -> None:
     (an undo marks one undone and adds its own), so a reader that has the head (read with the
     model when the store opens: StoreBase.history_head) knows whether the history changed
     without reading it. Every correction changes clusters too: this also bumps meta
-    clusters_generation (StoreBase._bump_generation), in the same statement when both keys are
+    clusters_generation (base.bump_generation), in the same statement when both keys are
     there (an update costs a light command a fraction of an INSERT OR REPLACE)."""
     row = con.execute(
         "UPDATE meta SET value = CASE key WHEN 'history_head' THEN $head "
@@ -176,9 +177,7 @@ def _set_head(con: duckdb.DuckDBPyConnection, change_id: int) -> None:
         {"head": str(change_id)}).fetchone()
     if row is None or int(row[0]) < 2:  # a key missing (a bump too many does no harm)
         con.execute("INSERT OR REPLACE INTO meta VALUES ('history_head', ?)", [str(change_id)])
-        con.execute("INSERT OR REPLACE INTO meta SELECT 'clusters_generation', "
-                    "CAST(coalesce(max(CAST(value AS BIGINT)), 0) + 1 AS VARCHAR) FROM meta "
-                    "WHERE key = 'clusters_generation'")
+        bump_generation(con)
 
 
 class _Restorer:

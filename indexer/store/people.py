@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict, NotFound
+from .base import bump_generation
 from .engine import duckdb
 from .faces import id_filter
 from .rows import ClusterRow, ClusterSnapshot, ClusterState, PersonRow
@@ -212,7 +213,7 @@ class PeopleMixin:
         con.execute(
             "UPDATE clusters SET size = (SELECT count(*) FROM faces f "
             "WHERE f.cluster_id = clusters.cluster_id)")
-        self._bump_generation(con)
+        bump_generation(con)
 
     def unassigned_among(self, con: duckdb.DuckDBPyConnection,
                          face_ids: Sequence[int]) -> list[int]:
