@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import NotFound, UnreadableImage
-from .imageio import RawFile, decode_raw
+from .imageio import RawFile, decode_raw, hash_bytes
 from .service import open_for_reading
 from .settings import Settings
 from .store.rows import BrowseFace, PhotoRow
@@ -88,7 +88,7 @@ def read_catalog_photo(settings: Settings, path: str, content_hash: str | None) 
     if st.st_size > settings.max_file_bytes:
         raise NotFound(f"{path}: over the {settings.max_file_bytes} byte limit")
     data = p.read_bytes()
-    digest = hashlib.blake2b(data, digest_size=20).hexdigest()
+    digest = hash_bytes(data)
     if content_hash is None or digest != content_hash:
         raise NotFound(f"{path}: the photo changed on disk since it was indexed; "
                        "it is served again once re-indexed")

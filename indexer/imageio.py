@@ -84,9 +84,13 @@ def read_raw(path: Path, *, max_bytes: int) -> RawFile:
         raise
     except OSError as exc:
         raise UnreadableImage(path, f"cannot read file ({exc.strerror or exc})") from exc
-    digest = hashlib.blake2b(data, digest_size=20).hexdigest()
     return RawFile(path=path, data=data, size=len(data), mtime=stat.st_mtime,
-                   content_hash=digest)
+                   content_hash=hash_bytes(data))
+
+
+def hash_bytes(data: bytes) -> str:
+    """A photo's content hash as the catalog keeps it (images.content_hash): BLAKE2b-160."""
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 def decode_raw(raw: RawFile, *, max_pixels: int, reduce: int = 1) -> npt.NDArray[np.uint8]:

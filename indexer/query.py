@@ -85,9 +85,7 @@ def query_bytes(source: Source, data: bytes, k: int, *, name: str = "upload",
                 model: FaceModel | None = None) -> list[QueryFace]:
     """query_image for a photo's bytes (the web app's upload); `model` may be one kept loaded.
     The catalog is read only after the model has found the faces."""
-    import hashlib
-
-    from .imageio import RawFile, decode_raw
+    from .imageio import RawFile, decode_raw, hash_bytes
 
     settings = _settings_of(source)
     if not settings.catalog_path.exists():
@@ -95,7 +93,7 @@ def query_bytes(source: Source, data: bytes, k: int, *, name: str = "upload",
     if not data:
         raise UnreadableImage(name, "empty file (0 bytes)")
     raw = RawFile(path=Path(name), data=data, size=len(data), mtime=0.0,
-                  content_hash=hashlib.blake2b(data, digest_size=20).hexdigest())
+                  content_hash=hash_bytes(data))
     return query_rgb(source, decode_raw(raw, max_pixels=settings.max_image_pixels), k,
                      model=model, photo_hash=raw.content_hash)
 

@@ -9,7 +9,6 @@ and Ray imports this module in its worker processes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import pickle
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnreadableImage
-from .imageio import Photo, RawFile, read_raw
+from .imageio import Photo, RawFile, hash_bytes, read_raw
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class FaceActor:
             except UnreadableImage as exc:
                 return "failed", exc.reason
             data = raw.data
-        if _hash(data) != content_hash:
+        if hash_bytes(data) != content_hash:
             return "skip", "changed while it was being indexed"
         raw = RawFile(path=path, data=data, size=len(data), mtime=0.0, content_hash=content_hash)
         try:  # as Indexer._decode_one: the detection copy now, full resolution where a face needs
@@ -106,10 +105,6 @@ def _process_start() -> float:
         return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):
         return float("nan")
-
-
-def _hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=20).hexdigest()  # as imageio.read_raw
 
 
 class Feed:
