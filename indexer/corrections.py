@@ -178,8 +178,9 @@ def history(settings: Settings, limit: int = 50) -> list[Change]:
 
 def _writer(settings: Settings) -> Store:
     """The catalog for one use case: one connection, held only until the use case returns
-    (well under a second), so a watch daemon beside it waits at most that long."""
-    return Store.open(settings, keep_open=True)
+    (well under a second), so a watch daemon beside it waits at most that long. Its one
+    transaction is committed as a checkpoint (no write-ahead log to write and sync first)."""
+    return Store.open(settings, keep_open=True, checkpoint_commits=True)
 
 
 def _face_ids(face_ids: Sequence[int]) -> list[int]:

@@ -32,10 +32,11 @@ class StoreBase:
     """Connection, transactions, meta and the recorded model of one index home."""
 
     def __init__(self, settings: Settings, *, read_only: bool = False,
-                 keep_open: bool = True) -> None:
+                 keep_open: bool = True, checkpoint_commits: bool = False) -> None:
         self.settings = settings
         self.read_only = read_only
         self.keep_open = keep_open
+        self.checkpoint_commits = checkpoint_commits and not read_only
         self._con: duckdb.DuckDBPyConnection | None = None
         self._faiss: Any = None
         self._faiss_dirty = False
@@ -55,12 +56,21 @@ class StoreBase:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, settings: Settings, model: ModelInfo | None = None, *,
-             read_only: bool = False, keep_open: bool = True) -> Self:
+             read_only: bool = False, keep_open: bool = True,
+             checkpoint_commits: bool = False) -> Self:
         """Open the index in settings.home; create it (with `model`) when writing and absent.
 
         With `model` given, an index made by another model raises ModelMismatch. With
         keep_open=False the catalog file is opened for each unit of work and closed after it,
         so other processes can use it in between (the watch daemon does this).
+
+        checkpoint_commits: each commit goes straight into the catalog file (DuckDB's
+        checkpoint) instead of into its write-ahead log first. For a writer of one small
+        transaction before it lets the catalog go (a correction), which checkpoints anyway
+        before it does (summary.Upkeep; DuckDB's own close would otherwise): the log's write
+        and its two fsyncs are saved, and a crash at any point leaves the last checkpoint or
+        this one (the file's header is written last). DuckDB writes the log as usual when
+        another transaction of this process is open.
         """
         if not settings.catalog_path.exists():
             if read_only or model is None:
@@ -70,7 +80,8 @@ class StoreBase:
                 )
             settings.home.mkdir(parents=True, exist_ok=True)
         existed = settings.catalog_path.exists()
-        store = cls(settings, read_only=read_only, keep_open=keep_open)
+        store = cls(settings, read_only=read_only, keep_open=keep_open,
+                    checkpoint_commits=checkpoint_commits)
         try:
             if read_only or not (existed and store._needs_nothing(model)):
                 if not read_only:
@@ -192,11 +203,11 @@ class StoreBase:
             if not self.read_only and names_of is None:
                 self.sync_medoids(con)
             if self._upkeep is None:
-                con.execute("COMMIT")
+                self._commit(con)
             else:
                 with self._upkeep.lock:  # no commit while a summary is read (summary.py)
                     self._upkeep.committing()
-                    con.execute("COMMIT")
+                    self._commit(con)
                     self._upkeep.committed(names_of)
         except BaseException:
             con.execute("ROLLBACK")
@@ -211,6 +222,20 @@ class StoreBase:
             from ..crops import remove_crops
 
             remove_crops(self.settings.home, removed)
+
+    def _commit(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not self.checkpoint_commits:
+            con.execute("COMMIT")
+            return
+        # DuckDB checkpoints at a commit that takes the log past checkpoint_threshold, and
+        # writes no log first when the commit is bigger than the second setting. Both are
+        # settings of the DuckDB instance, which another connection of this process (`watch
+        # --serve`) may share: set for this commit only.
+        con.execute("SET checkpoint_threshold = '0b'; SET auto_checkpoint_skip_wal_threshold = 0")
+        try:
+            con.execute("COMMIT")
+        finally:
+            con.execute("RESET checkpoint_threshold; RESET auto_checkpoint_skip_wal_threshold")
 
     def sync_medoids(self, con: duckdb.DuckDBPyConnection) -> int:
         """Bring each cluster's copy of its medoid's box and photo hash in step with its
