@@ -65,8 +65,8 @@ def rename(settings: Settings, cluster_ref: int | str, name: str) -> Change:
         summary = (f"named cluster {cid} {name!r}" if old is None
                    else f"renamed {old!r} (cluster {cid}) to {name!r}")
         return store.record_correction(
-            "name", summary, lambda con: store.name_cluster(con, cid, name), clusters=[cid],
-            names_only=True)
+            "name", summary, lambda con, before: store.name_cluster(con, cid, name, before),
+            clusters=[cid], names_only=True)
 
 
 def merge_preview(source: Source, into: int, other: int) -> MergePreview:
@@ -116,7 +116,7 @@ def merge(settings: Settings, into: int, other: int, *, force: bool = False) -> 
         if preview.dropped_name:
             summary += f", dropping the name {preview.dropped_name!r}"
         return store.record_correction(
-            "merge", summary, lambda con: store.merge_clusters(con, a, b), clusters=[a, b])
+            "merge", summary, lambda con, _: store.merge_clusters(con, a, b), clusters=[a, b])
 
 
 def reject(settings: Settings, face_ids: Sequence[int], cluster_id: int) -> Change:
@@ -127,7 +127,7 @@ def reject(settings: Settings, face_ids: Sequence[int], cluster_id: int) -> Chan
         cid = store.cluster_id_for(str(cluster_id))
         summary = f"{_faces(ids)} not {_label(store, cid)}"
         return store.record_correction(
-            "reject", summary, lambda con: store.reject_faces(con, ids, cid),
+            "reject", summary, lambda con, _: store.reject_faces(con, ids, cid),
             clusters=[cid], faces=ids)
 
 
@@ -142,11 +142,11 @@ def move(settings: Settings, face_ids: Sequence[int], target: int | None) -> Cha
         if target is None:
             return store.record_correction(
                 "split", f"split {_faces(ids)} into a new person",
-                lambda con: store.move_faces(con, ids, None), faces=ids)
+                lambda con, _: store.move_faces(con, ids, None), faces=ids)
         cid = store.cluster_id_for(str(target))
         return store.record_correction(
             "move", f"moved {_faces(ids)} to {_label(store, cid)}",
-            lambda con: store.move_faces(con, ids, cid), clusters=[cid], faces=ids)
+            lambda con, _: store.move_faces(con, ids, cid), clusters=[cid], faces=ids)
 
 
 def accept(settings: Settings, face_ids: Sequence[int], cluster_id: int) -> Change:
@@ -157,7 +157,7 @@ def accept(settings: Settings, face_ids: Sequence[int], cluster_id: int) -> Chan
         cid = store.cluster_id_for(str(cluster_id))
         return store.record_correction(
             "accept", f"accepted {_faces(ids)} as {_label(store, cid)}",
-            lambda con: store.move_faces(con, ids, cid, "accepted here by the user"),
+            lambda con, _: store.move_faces(con, ids, cid, "accepted here by the user"),
             clusters=[cid], faces=ids)
 
 

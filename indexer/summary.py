@@ -264,13 +264,19 @@ def _renamed(store: Any, before: dict[str, Any], renamed: set[int]) -> dict[str,
     """The summary after commits that changed only the names of clusters `renamed` (and the
     history), from `before` (a true summary of the catalog before them): those clusters'
     rows read again and put in their places, the people counted and the history read again.
+    A cluster `before` lists changed only its name: its row is `before`'s with the name read
+    again (its medoid's photo and box are not looked up again among a million faces).
     None when that cannot tell the first PEOPLE_ROWS rows (a renamed cluster left them and
     another, not in `before`, may take its place) or one of the clusters is empty (whether
     an empty cluster is listed depends on its name): read everything then."""
-    fresh = [asdict(r) for r in store.people_rows(sorted(renamed))]
+    old = before["people"]
+    listed = {int(r["cluster_id"]): r for r in old if int(r["cluster_id"]) in renamed}
+    names = store.cluster_names() if listed else {}
+    fresh = [{**r, "name": names.get(cid)} for cid, r in listed.items()]
+    if len(listed) < len(renamed):
+        fresh += [asdict(r) for r in store.people_rows(sorted(renamed - set(listed)))]
     if len(fresh) != len(renamed) or any(int(r["size"]) <= 0 for r in fresh):
         return None
-    old = before["people"]
     total = int(before["people_total"])
     rows = sorted([r for r in old if int(r["cluster_id"]) not in renamed] + fresh,
                   key=_people_key)

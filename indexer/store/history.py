@@ -37,12 +37,14 @@ Facts = dict[str, Any]
 class HistoryMixin:
     # ------------------------------------------------------------------ recording
     def record_correction(self, kind: str, summary: str,
-                          op: Callable[[duckdb.DuckDBPyConnection], int | None], *,
+                          op: Callable[[duckdb.DuckDBPyConnection, Facts], int | None], *,
                           clusters: Iterable[int] = (), faces: Iterable[int] = (),
                           names_only: bool = False) -> Change:
         """Run `op` in one transaction, record what it changed, and return the history row.
 
-        `op` returns the cluster the user is left looking at (for a split, the new person).
+        `op` gets the connection and the facts read before it (`_facts`: every member of
+        `clusters`, among others), and returns the cluster the user is left looking at (for a
+        split, the new person).
         `clusters` and `faces` name what it may touch; the faces' clusters are added.
         `names_only`: `op` changes no cluster's members, size or medoid, only the names of
         `clusters` (and pins), which lets the summary be patched (StoreBase.transaction).
@@ -57,7 +59,7 @@ class HistoryMixin:
                     f"SELECT DISTINCT cluster_id FROM faces WHERE {given} "
                     "AND cluster_id IS NOT NULL", params).fetchall()} if face_ids else set())
             before = self._facts(con, sorted(cluster_ids), face_ids)
-            focus = op(con)
+            focus = op(con, before)
             if focus is not None:
                 cluster_ids.add(int(focus))
             after = self._facts(con, sorted(cluster_ids), [int(f) for f in before["faces"]],

@@ -322,7 +322,10 @@ class PeopleMixin:
         return [(int(x), int(y), str(p)) for x, y, p in rows]
 
     # -- corrections: each runs inside HistoryMixin.record_correction's transaction
-    def name_cluster(self, con: duckdb.DuckDBPyConnection, cluster_id: int, name: str) -> int:
+    def name_cluster(self, con: duckdb.DuckDBPyConnection, cluster_id: int, name: str,
+                     before: dict[str, Any]) -> int:
+        """`before`: the facts record_correction read (HistoryMixin._facts), which hold every
+        member of the cluster with its pin."""
         found = con.execute("SELECT person_id, cluster_id, name = $n FROM people "
                             "WHERE name = $n OR cluster_id = $c", {"n": name, "c": cluster_id}
                             ).fetchall()
@@ -338,11 +341,14 @@ class PeopleMixin:
             con.execute("INSERT INTO people (person_id, name, cluster_id) VALUES (?, ?, ?)",
                         [pid, name, cluster_id])
         # A named cluster's members are the user's: pin them so reclusters keep them (those
-        # pinned to it already, every one when it is renamed, are left as they are).
-        con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
-                    "SELECT face_id, cluster_id FROM faces WHERE cluster_id = $c AND face_id "
-                    "NOT IN (SELECT face_id FROM face_pins WHERE cluster_id = $c)",
-                    {"c": cluster_id})
+        # pinned to it already, every one when it is renamed, are left as they are). They
+        # are those of the facts read before, in this transaction: the faces are not scanned
+        # for them again.
+        unpinned = [int(f) for f, (cid, _, _, pin, _) in before["faces"].items()
+                    if cid == cluster_id and pin != cluster_id]
+        if unpinned:
+            con.execute("INSERT OR REPLACE INTO face_pins (face_id, cluster_id) "
+                        "SELECT unnest(?::BIGINT[]), ?", [unpinned, cluster_id])
         return cluster_id
 
     def merge_clusters(self, con: duckdb.DuckDBPyConnection, into: int, other: int) -> int:
