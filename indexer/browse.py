@@ -13,7 +13,8 @@ import numpy as np
 from .errors import BadInput, NotFound
 from .reading import Source, reading, settings_of
 from .settings import Settings
-from .store.rows import BrowseFace, BrowsePerson, Change, PhotoRow
+from .store.bulkrows import BrowseFace, BrowsePerson, PhotoRow
+from .store.rows import Change
 
 MAX_PAGE = 500
 """Largest page a request may ask for."""

@@ -22,7 +22,7 @@ from .errors import NotFound, UnreadableImage
 from .imageio import RawFile, decode_raw, hash_bytes
 from .service import open_for_reading
 from .settings import Settings
-from .store.rows import BrowseFace, PhotoRow
+from .store.bulkrows import BrowseFace, PhotoRow
 
 log = logging.getLogger(__name__)
 

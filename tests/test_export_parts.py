@@ -24,7 +24,7 @@ from indexer.export.metrics import scores
 from indexer.export.progress import NoProgress
 from indexer.export.tree import cluster_nodes, coarsen, recondense, split_sizes, view_nodes
 from indexer.store import StoredFace
-from indexer.store.rows import BrowseFace
+from indexer.store.bulkrows import BrowseFace
 from indexer.types import ModelInfo
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from indexer.crops import crop_key
-from indexer.store.rows import BrowseFace, BrowsePerson
+from indexer.store.bulkrows import BrowseFace, BrowsePerson
 
 
 def crop_url(face_id: int | None, content_hash: str | None,

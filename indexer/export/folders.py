@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import FaceidxError
 from ..settings import Settings
 from ..store import StoredFace
-from ..store.rows import BrowseFace
+from ..store.bulkrows import BrowseFace
 from .data import OUTLIER, ExportData
 from .grids import grid_image, write_png
 from .images import SYNTHETIC, CellCounts, CropCells, FaceSources

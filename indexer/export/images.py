@@ -23,7 +23,7 @@ from ..errors import NotFound, UnreadableImage
 from ..imageio import decode
 from ..settings import Settings
 from ..store import StoredFace
-from ..store.rows import BrowseFace
+from ..store.bulkrows import BrowseFace
 from ..types import BBox
 from .progress import Progress
 

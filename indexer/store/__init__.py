@@ -8,6 +8,8 @@ grouped by concern in the modules beside this one.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..migrations import SCHEMA_VERSION
 from .base import StoreBase
 from .browse import BrowseMixin
@@ -16,23 +18,28 @@ from .faces import FacesMixin
 from .history import HistoryMixin
 from .images import ImagesMixin
 from .people import PeopleMixin
-from .rows import (
-    Change,
-    ClusterRow,
-    ClusterSnapshot,
-    ClusterState,
-    Counts,
-    NewImage,
-    PersonRow,
-    StoredFace,
-    distance_from_ip,
-)
+from .rows import Change, Counts, PersonRow, distance_from_ip
 from .vectors import VectorsMixin
+
+if TYPE_CHECKING:
+    from .bulkrows import ClusterRow, ClusterSnapshot, ClusterState, NewImage, StoredFace
 
 
 class Store(BrowseMixin, HistoryMixin, CentroidsMixin, PeopleMixin, FacesMixin, VectorsMixin,
             ImagesMixin, StoreBase):
     """DuckDB catalog plus FAISS cache of one index home."""
+
+
+_BULK_ROWS = {"ClusterRow", "ClusterSnapshot", "ClusterState", "NewImage", "StoredFace"}
+
+
+def __getattr__(name: str) -> Any:
+    """The rows of bulkrows.py, created on first use (a light command never needs them)."""
+    if name in _BULK_ROWS:
+        from . import bulkrows
+
+        return getattr(bulkrows, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["SCHEMA_VERSION", "Change", "ClusterRow", "ClusterSnapshot", "ClusterState", "Counts",

@@ -10,10 +10,12 @@ from ..migrations import HISTORY_SINCE, MEDOIDS_SINCE
 from ..types import Matrix
 from .engine import duckdb
 from .faces import id_filter
-from .rows import BrowseFace, BrowsePerson, Change, PhotoRow
+from .rows import Change
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
+
+    from .bulkrows import BrowseFace, BrowsePerson, PhotoRow
 
 
 def _bbox(row: Sequence[Any], at: int) -> tuple[float, float, float, float] | None:
@@ -82,6 +84,8 @@ class BrowseMixin:
         """People rows (cluster_id, name, size, medoid_face_id, total, medoid_of, box, hash)
         as BrowsePersons: the medoid's box and photo hash from the cluster's copy, or, where
         it has none in step (a catalog from before the copies), looked up by id."""
+        from .bulkrows import BrowsePerson
+
         boxes: dict[int, Sequence[Any]] = {}
         hashes: dict[int, str | None] = {}
         medoids = [int(r[3]) for r in rows if r[3] is not None and r[5] != r[3]]
@@ -117,6 +121,8 @@ class BrowseMixin:
                       params: Sequence[Any]) -> list[BrowseFace]:
         """Faces (`rest`: the WHERE, ORDER and LIMIT of a query on faces alone) with their
         photos' paths and hashes and their people's names, looked up by id after."""
+        from .bulkrows import BrowseFace
+
         rows = con.execute(_FACE_COLUMNS + rest, list(params)).fetchall()
         if not rows:
             return []
@@ -189,6 +195,8 @@ class BrowseMixin:
             if row is None:
                 raise NotFound(f"no photo {image_id} in {self.settings.home}")
             faces = self._browse_faces(con, "WHERE image_id = ? ORDER BY face_id", [image_id])
+        from .bulkrows import PhotoRow
+
         photo = PhotoRow(image_id=int(row[0]), path=str(row[1]), status=str(row[2]),
                          error=row[3], width=row[4], height=row[5], content_hash=row[6])
         return photo, faces

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..types import FaceResult, Match, Matrix
 from .engine import duckdb
-from .rows import Counts, StoredFace, distance_from_ip
+from .rows import Counts, distance_from_ip
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
+
+    from .bulkrows import StoredFace
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,8 @@ class FacesMixin:
 
     def faces(self, face_ids: Sequence[int] | None = None) -> list[StoredFace]:
         """Face rows (all, or the given ids) joined with their image path, by face id."""
+        from .bulkrows import StoredFace
+
         cols = ("f.face_id, f.image_id, {path}, f.x1, f.y1, f.x2, f.y2, f.landmarks, "
                 "f.det_score, f.cluster_id, f.assign_distance, f.assign_reason")
         with self._read() as con:
@@ -224,6 +228,8 @@ class FacesMixin:
     def face_pages(self, page: int) -> Iterator[tuple[list[StoredFace], list[str | None]]]:
         """Every face row by face id, `page` at a time, with its photo's content hash (what a
         face crop is keyed on). Read inside `snapshot()` for one consistent view."""
+        from .bulkrows import StoredFace
+
         after = -1
         while True:
             with self._read() as con:

@@ -6,10 +6,13 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..types import ImageRecord
 from .engine import duckdb
-from .rows import NewImage
+
+if TYPE_CHECKING:
+    from .bulkrows import NewImage
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class ImagesMixin:
                 "width = ?, height = ?, indexed_at = now() WHERE image_id = ?",
                 [size, mtime, content_hash, status, error, width, height, image_id])
             return image_id
+        from .bulkrows import NewImage
+
         return self.add_images(con, [NewImage(path=path, size=size, mtime=mtime,
                                               content_hash=content_hash, status=status,
                                               error=error, width=width, height=height)])[0]

@@ -10,10 +10,12 @@ from ..errors import Conflict, NotFound
 from .base import bump_generation
 from .engine import duckdb
 from .faces import id_filter
-from .rows import ClusterRow, ClusterSnapshot, ClusterState, PersonRow
+from .rows import PersonRow
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
+
+    from .bulkrows import ClusterRow, ClusterSnapshot, ClusterState
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,8 @@ class PeopleMixin:
     def _cluster_corrections(self, con: duckdb.DuckDBPyConnection, *,
                              with_faces: bool = False) -> ClusterState:
         import numpy as np
+
+        from .bulkrows import ClusterState
 
         faces = np.zeros(0, dtype=np.int64)
         cids = np.zeros(0, dtype=np.int64)

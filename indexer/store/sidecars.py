@@ -11,7 +11,6 @@ sidecars whose recorded hash matches; a base of other content is never paired wi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -71,6 +70,8 @@ def _content_sum(base_path: Path, key: str) -> str | None:
             st = os.fstat(fh.fileno())
             if f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}" != key:
                 return None
+            import hashlib  # here: OpenSSL's load is a few ms of every light command
+
             return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
     except FileNotFoundError:
         return None

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import delta as delta_log
-from .rows import ClusterSnapshot
+from .bulkrows import ClusterSnapshot
 
 if TYPE_CHECKING:
     import numpy as np
