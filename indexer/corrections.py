@@ -60,8 +60,7 @@ def rename(settings: Settings, cluster_ref: int | str, name: str) -> Change:
     if not name:
         raise BadInput("a name cannot be empty or blank")
     with _writer(settings) as store:
-        cid = store.cluster_id_for(str(cluster_ref))
-        old = store.cluster_names().get(cid)
+        cid, old = store.cluster_and_name(str(cluster_ref))
         summary = (f"named cluster {cid} {name!r}" if old is None
                    else f"renamed {old!r} (cluster {cid}) to {name!r}")
         return store.record_correction(

@@ -85,7 +85,10 @@ class HistoryMixin:
         cluster column (the clusters' ids as literals, which DuckDB filters in the scan), the
         other faces by id; pins and rejections are small tables. `members` (with only_these):
         the faces' facts read before a correction that moved no face, whose clusters,
-        distances and reasons stand (only pins, rejections and names are read again)."""
+        distances and reasons stand (only pins, rejections and names are read again).
+        Three statements in the common case (each costs a light command a few ms): the
+        members, the pins and rejections of them and of the clusters, the clusters and their
+        people."""
         where, params = _filter("cluster_id", cluster_ids)
         if members is not None and only_these:
             rows = {int(f): list(v[:3]) for f, v in members.items()}
@@ -93,25 +96,24 @@ class HistoryMixin:
             rows = {int(r[0]): list(r[1:]) for r in con.execute(
                 "SELECT face_id, cluster_id, assign_distance, assign_reason FROM faces WHERE "
                 + where, params).fetchall()}
-        wanted = set(face_ids)
+        known = set(face_ids) | (set() if only_these else set(rows))
+        # the pins and rejections of these faces and, unless only_these, of any face pinned
+        # to or rejected from the clusters (it is one of the faces to record)
+        on, on_params = _filter("face_id", sorted(known))
         if not only_these:
-            wanted |= set(rows) | {int(r[0]) for r in con.execute(
-                f"SELECT face_id FROM face_pins WHERE {where} "
-                f"UNION SELECT face_id FROM face_rejections WHERE {where}",
-                params + params).fetchall()}
+            on, on_params = f"({on} OR {where})", on_params + params
+        marks = _marks(con, on, on_params)
+        wanted = known | (set() if only_these else {fid for _, fid, _ in marks})
         missing = sorted(wanted - set(rows))
         if missing:
             by_id, by_id_params = _filter("face_id", missing)
             rows.update({int(r[0]): list(r[1:]) for r in con.execute(
                 "SELECT face_id, cluster_id, assign_distance, assign_reason FROM faces WHERE "
                 + by_id, by_id_params).fetchall()})
+        found = sorted(set(missing) - known)  # their pins and rejections of other clusters
+        if found:
+            marks = sorted(set(marks) | set(_marks(con, *_filter("face_id", found))))
         ids = sorted(f for f in wanted if f in rows)
-        on, on_params = _filter("face_id", ids)
-        # pins and rejections in one statement (each costs a light command a few ms)
-        marks = con.execute(
-            f"SELECT false, face_id, cluster_id FROM face_pins WHERE {on} UNION ALL "
-            f"SELECT true, face_id, cluster_id FROM face_rejections WHERE {on} "
-            "ORDER BY 1, 2, 3", on_params + on_params).fetchall()
         pins = {fid: cid for rejected, fid, cid in marks if not rejected}
         faces: dict[str, list[Any]] = {}
         for fid in ids:
@@ -119,14 +121,18 @@ class HistoryMixin:
             faces[str(fid)] = [cid, None if dist is None else float(dist), reason,
                                pins.get(fid), []]
         for rejected, fid, cid in marks:
-            if rejected:
+            if rejected and str(fid) in faces:
                 faces[str(fid)][4].append(int(cid))
-        clusters = {str(c): m for c, m in con.execute(
-            f"SELECT cluster_id, medoid_face_id FROM clusters WHERE {where}",
-            params).fetchall()}
-        people = {str(p): [n, c] for p, n, c in con.execute(
-            f"SELECT person_id, name, cluster_id FROM people WHERE {where}",
-            params).fetchall()}
+        clusters: dict[str, Any] = {}
+        people: dict[str, list[Any]] = {}
+        for table, key, a, b in con.execute(
+                f"SELECT 'c', cluster_id, medoid_face_id, NULL::VARCHAR FROM clusters "
+                f"WHERE {where} UNION ALL SELECT 'p', person_id, cluster_id, name FROM people "
+                f"WHERE {where}", params + params).fetchall():
+            if table == "c":
+                clusters[str(key)] = a
+            else:
+                people[str(key)] = [b, a]
         return {"faces": faces, "clusters": clusters, "people": people}
 
     # ------------------------------------------------------------------ reading
@@ -328,6 +334,16 @@ class _Restorer:
         cid = self.fresh_next
         self.fresh_next += 1
         return cid
+
+
+def _marks(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]
+           ) -> list[tuple[bool, int, int]]:
+    """(rejected?, face_id, cluster_id) of the pins (False) and rejections (True) that
+    `where` keeps, in one statement, in order."""
+    return [(bool(r), int(f), int(c)) for r, f, c in con.execute(
+        f"SELECT false, face_id, cluster_id FROM face_pins WHERE {where} UNION ALL "
+        f"SELECT true, face_id, cluster_id FROM face_rejections WHERE {where} "
+        "ORDER BY 1, 2, 3", params + params).fetchall()]
 
 
 def _diff(before: Facts, after: Facts) -> dict[str, Any]:

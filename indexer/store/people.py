@@ -274,17 +274,23 @@ class PeopleMixin:
 
     def cluster_id_for(self, ref: str) -> int:
         """A cluster named by its id or by a person's name."""
+        return self.cluster_and_name(ref)[0]
+
+    def cluster_and_name(self, ref: str) -> tuple[int, str | None]:
+        """A cluster named by its id or by a person's name, and its person's name (None for
+        a cluster no one named), in one statement."""
         with self._read() as con:
             if ref.lstrip("-").isdigit():
-                row = con.execute("SELECT cluster_id FROM clusters WHERE cluster_id = ?",
-                                  [int(ref)]).fetchone()
+                row = con.execute("SELECT c.cluster_id, p.name FROM clusters c LEFT JOIN "
+                                  "people p ON p.cluster_id = c.cluster_id "
+                                  "WHERE c.cluster_id = ?", [int(ref)]).fetchone()
             else:
-                row = con.execute("SELECT cluster_id FROM people WHERE name = ?",
+                row = con.execute("SELECT cluster_id, name FROM people WHERE name = ?",
                                   [ref]).fetchone()
         if row is None or row[0] is None:
             raise NotFound(f"no cluster or person {ref!r} in {self.settings.home}; "
                            "see `faceidx people`")
-        return int(row[0])
+        return int(row[0]), None if row[1] is None else str(row[1])
 
     def require_faces(self, face_ids: Sequence[int]) -> None:
         with self._read() as con:
