@@ -23,8 +23,9 @@ Workers get each photo in one of two ways (`read`):
 Either way the worker hashes what it read; a file that changed since the driver hashed it is
 left for the next run rather than stored under the wrong hash.
 
-The actors themselves (what runs in Ray's worker processes) are in `ray_workers.py`. Ray is
-imported only inside this module's functions: it is the optional extra `ray`.
+The actors themselves (what runs in Ray's worker processes) are in `ray_workers.py` and
+`ray_feed.py`. Ray is imported only inside this module's functions: it is the optional extra
+`ray`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from typing import Any
 
 from .errors import FaceidxError, UnreadableImage
 from .imageio import RawFile
-from .ray_workers import STARTUP, FaceActor, Feed
+from .ray_feed import Feed
+from .ray_workers import STARTUP, FaceActor
 from .settings import Settings
 
 log = logging.getLogger(__name__)
