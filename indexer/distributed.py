@@ -168,8 +168,8 @@ class RayAnalyzer:
         self._started = False
         self.workers: set[str] = set()
         """`host:pid` of every actor that returned a result (for the run's log)."""
-        self.startups: dict[str, tuple[float, float, float]] = {}
-        """The last run's actors (`host:pid`) and their STARTUP times: where a start-up goes."""
+        self.startups: dict[str, tuple[float, ...]] = {}
+        """The last run's actors (`host:pid`) and their STARTUP stamps: where a start-up goes."""
 
     def start(self) -> None:
         ray, o = self._ray, self.options
@@ -297,8 +297,8 @@ class RayAnalyzer:
                 del held[slot]
                 feed.drop.remote(slot)
             self.workers.add(str(row["worker"]))
-            self.startups.setdefault(str(row["worker"]), (float(row[STARTUP[0]]),
-                                     float(row[STARTUP[1]]), float(row[STARTUP[2]])))
+            self.startups.setdefault(str(row["worker"]),
+                                     tuple(float(row[name]) for name in STARTUP))
             kind, value = pickle.loads(row["outcome"])
             if kind == "ok":
                 yield raw, value
@@ -335,10 +335,10 @@ class RayAnalyzer:
             log.warning("%d files got no result from Ray; the next run indexes them",
                         len(pending))
         log.info("Ray actors that returned results: %s", ", ".join(sorted(self.workers)))
-        for worker, (process, constructed, loaded) in sorted(self.startups.items()):
-            log.info("Ray actor %s: its constructor began %.1f s after its process started, "
-                     "its model was loaded %.1f s later", worker, constructed - process,
-                     loaded - constructed)
+        for worker, (process, constructed, loaded, cpu) in sorted(self.startups.items()):
+            log.info("Ray actor %s: its constructor began %.1f s after its process started "
+                     "(%.1f s of CPU), its model was loaded %.1f s later", worker,
+                     constructed - process, cpu, loaded - constructed)
 
 
 _END = object()

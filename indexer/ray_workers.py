@@ -25,15 +25,18 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-STARTUP = ("process_started", "constructed", "model_loaded")
-"""Result columns: when the actor's process started, its constructor began, its model loaded."""
+STARTUP = ("process_started", "constructed", "model_loaded", "boot_cpu")
+"""Result columns: when the actor's process started, its constructor began, its model loaded
+(wall-clock seconds), and the CPU seconds its process had used when the constructor began (Ray's
+worker boot and the Ray Data import: whether the wait before the constructor was work or
+waiting)."""
 
 
 class FaceActor:
     """A Ray Data actor: loads the face model once, then analyses one row at a time."""
 
     def __init__(self, model_name: str, settings: Settings, feed: Any, threads: int = 1) -> None:
-        constructed = time.time()
+        constructed, boot_cpu = time.time(), time.process_time()
         from .models import create_model
 
         if settings.model_threads is None:  # as a local worker process: the CPUs it reserved
@@ -43,7 +46,7 @@ class FaceActor:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = create_model(model_name, settings)
         self.model.load()  # from the weights installed on this node; raises if they are missing
-        self.startup = (_process_start(), constructed, time.time())
+        self.startup = (_process_start(), constructed, time.time(), boot_cpu)
         log.info("model %s loaded in Ray actor %s", model_name, self.worker)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

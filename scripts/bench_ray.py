@@ -27,8 +27,9 @@ model and stops them at the end; Ray runs one Ray Data execution that creates `-
 that each load the model (a Ray worker process that imports Ray Data, then the model) and ends
 them. That is what each `faceidx index` run pays. Not counted: starting Ray itself, which a
 cluster pays once, not per run. Each run also prints when its first and last results came
-(seconds from its start), for Ray when each actor's process started, its constructor began and
-its model was loaded (where the start-up goes), and the CPU seconds, sampled from /proc, of
+(seconds from its start), for Ray when each actor's process started, its constructor began (and
+after how many CPU seconds of its own: Ray's worker boot and the Ray Data import) and its model
+was loaded (where the start-up goes), and the CPU seconds, sampled from /proc, of
 the model's processes (local workers or Ray actors, start-up included), the driver (this
 process: planning, commits, and for Ray, Ray Data's scheduling), and Ray's own processes
 (raylet, GCS, agents, Ray Data's helper actors): on one machine they all share the same cores.
@@ -201,9 +202,10 @@ class Timing:
     faces: int
     cpu: dict[str, float]
     busiest: list[tuple[float, str]]
-    actors: list[tuple[float, float, float]]
+    actors: list[tuple[float, float, float, float]]
     """Ray only: for each actor, when its process started, its constructor began and its model
-    was loaded (seconds from the run's start)."""
+    was loaded (seconds from the run's start), and the CPU seconds its process had used when its
+    constructor began (Ray's worker boot and the Ray Data import)."""
 
 
 class _FirstResult:
@@ -235,7 +237,7 @@ def run(settings: Settings, home: str, library: Path, model: Any,
                 model.close()  # the local worker processes end with the run, as Ray's actors do
         seconds = time.perf_counter() - t
     startups = getattr(getattr(analyzer, "inner", analyzer), "startups", {})
-    actors = sorted(tuple(stamp - wall for stamp in times) for times in startups.values())
+    actors = sorted((p - wall, c - wall, m - wall, cpu) for p, c, m, cpu in startups.values())
     return Timing(seconds, first.first, first.last, summary.new + summary.failed,
                   summary.faces_added, meter.seconds(), meter.busiest(), actors)
 
@@ -396,12 +398,14 @@ def fixed_costs(sizes: list[int], modes: list[str],
         print(line)
 
 
-def _actors_text(actors: list[tuple[float, float, float]]) -> str:
-    """Where a Ray run's start-up went, actor by actor (seconds from the run's start)."""
+def _actors_text(actors: list[tuple[float, float, float, float]]) -> str:
+    """Where a Ray run's start-up went, actor by actor (seconds from the run's start; and the CPU
+    seconds the actor's process had used when its constructor began)."""
     if not actors:
         return ""
     return "\n      actors: " + "; ".join(
-        f"process {p:.1f} s, constructor {c:.1f} s, model loaded {m:.1f} s" for p, c, m in actors)
+        f"process {p:.1f} s, constructor {c:.1f} s (after {cpu:.1f} s CPU), model loaded "
+        f"{m:.1f} s" for p, c, m, cpu in actors)
 
 
 def _cpu_text(cpu: dict[str, float]) -> str:
@@ -432,9 +436,10 @@ def summarize(mode: str, runs: list[Timing], local: list[Timing]) -> None:
     if runs is not local:
         text += f" ({total / _mean(sum(r.cpu.values()) for r in local) - 1:+.0%} CPU against local)"
     if runs[0].actors:  # the slowest actor of each run, averaged over the runs
-        slowest = [_mean(max(a[i] for a in r.actors) for r in runs) for i in range(3)]
+        slowest = [_mean(max(a[i] for a in r.actors) for r in runs) for i in range(4)]
         text += (f"\n      {'':22s}  slowest actor: process started at {slowest[0]:.1f} s, "
-                 f"constructor at {slowest[1]:.1f} s, model loaded at {slowest[2]:.1f} s")
+                 f"constructor at {slowest[1]:.1f} s (the most CPU before it: {slowest[3]:.1f} "
+                 f"s), model loaded at {slowest[2]:.1f} s")
     print(line + f"\n      {'':22s}  results from {first:.1f} s to {last:.1f} s; CPU s: "
           + _cpu_text(cpu) + text)
 
