@@ -11,10 +11,11 @@ arrive: the catalog has one writer, with local indexing's transactions and crash
 
 The dataset does not wait for the driver to hash every file: it is a row of numbered slots, sized
 from how many files the run may send (guided blocks, see GUIDED_SHARE), and the actor that takes
-slot i fetches block i from a small feed actor on the driver's node as soon as the driver has
-hashed and planned its files. So Ray starts its actors and they load the model while the driver
-still reads and hashes, and the driver keeps only a few blocks ahead of the results (its memory
-and the object store stay bounded however large the run).
+slot i fetches block i from a small feed actor on the driver's node (one per node, kept by the
+cluster between runs: `ray_feed.py`) as soon as the driver has hashed and planned its files.
+So Ray starts its actors and they load the model while the driver still reads and hashes, and
+the driver keeps only a few blocks ahead of the results (its memory and the object store stay
+bounded however large the run).
 
 Workers get each photo in one of two ways (`read`):
 - "driver" (the default): the bytes the driver has just read and hashed go in the block, through
@@ -38,6 +39,7 @@ import pickle
 import queue
 import re
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -45,7 +47,7 @@ from typing import Any
 
 from .errors import FaceidxError, UnreadableImage
 from .imageio import RawFile
-from .ray_feed import Feed
+from .ray_feed import FEED_NAME, FEED_NAMESPACE, Feed
 from .ray_workers import STARTUP, FaceActor
 from .settings import Settings
 
@@ -247,19 +249,14 @@ class RayAnalyzer:
     def _stream(self, files: Iterator[RawFile], most: int
                 ) -> Iterator[tuple[RawFile, _Analysis]]:
         ray, o = self._ray, self.options
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         self.startups = {}
         actors = self.actors()
         slots = block_sizes(most, actors)
-        here = ray.get_runtime_context().get_node_id()
-        feed = ray.remote(Feed).options(
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
-        ).remote()
+        feed, run = feed_actor(ray), uuid.uuid4().hex
         ds = ray.data.from_items([{"slot": i} for i in range(len(slots))],
                                  override_num_blocks=len(slots)).map_batches(
             FaceActor, fn_constructor_kwargs={"model_name": self.model_name,
-                                              "settings": self.settings, "feed": feed,
+                                              "settings": self.settings, "feed": feed, "run": run,
                                               "threads": max(1, int(o.cpus_per_actor))},
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=o.cpus_per_actor, num_gpus=o.gpus_per_actor or None)
@@ -282,7 +279,7 @@ class RayAnalyzer:
                               raw.data if o.read == "driver" else None))
             ref = ray.put(block)
             held[slot] = ref, len(part)
-            feed.put.remote(slot, [ref])
+            feed.put.remote(run, slot, [ref])
 
         def take(row: dict[str, Any]) -> Iterator[tuple[RawFile, _Analysis]]:
             key = int(row["key"])
@@ -295,7 +292,7 @@ class RayAnalyzer:
                 held[slot] = ref, left - 1
             else:  # the block's last result: nobody needs its bytes any more
                 del held[slot]
-                feed.drop.remote(slot)
+                feed.drop.remote(run, slot)
             self.workers.add(str(row["worker"]))
             self.startups.setdefault(str(row["worker"]),
                                      tuple(float(row[name]) for name in STARTUP))
@@ -326,11 +323,11 @@ class RayAnalyzer:
             for size in _tail(len(part), actors, len(slots) - slot):  # guided, to the end
                 put(slot, part[:size])
                 slot, part = slot + 1, part[size:]
-            feed.finish.remote(slot)
+            feed.finish.remote(run, slot)
             while (row := rows.get()) is not _END:
                 yield from take(_row(ray, row))
         finally:
-            ray.kill(feed)  # (after an error: the actors waiting on it give up, Ray Data stops)
+            feed.close.remote(run)  # (after an error: the actors waiting on it get nothing)
         if pending:
             log.warning("%d files got no result from Ray; the next run indexes them",
                         len(pending))
@@ -342,6 +339,18 @@ class RayAnalyzer:
 
 
 _END = object()
+
+
+def feed_actor(ray: Any) -> Any:
+    """The feed actor of this node (the driver's): the one a run before left on the cluster, or
+    a new one. It is detached, so a run does not pay a Ray worker's start for it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return ray.remote(Feed).options(
+        name=f"{FEED_NAME}-{here}", namespace=FEED_NAMESPACE, lifetime="detached",
+        get_if_exists=True, num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
 
 
 def _tail(files: int, actors: int, slots: int) -> list[int]:

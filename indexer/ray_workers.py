@@ -35,14 +35,15 @@ waiting)."""
 class FaceActor:
     """A Ray Data actor: loads the face model once, then analyses one row at a time."""
 
-    def __init__(self, model_name: str, settings: Settings, feed: Any, threads: int = 1) -> None:
+    def __init__(self, model_name: str, settings: Settings, feed: Any, run: str,
+                 threads: int = 1) -> None:
         constructed, boot_cpu = time.time(), time.process_time()
         from .models import create_model
 
         if settings.model_threads is None:  # as a local worker process: the CPUs it reserved
             settings = replace(settings, model_threads=threads)
         self.settings = settings
-        self.feed = feed
+        self.feed, self.run = feed, run
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = create_model(model_name, settings)
         self.model.load()  # from the weights installed on this node; raises if they are missing
@@ -55,7 +56,8 @@ class FaceActor:
 
         keys, out = [], []
         for slot in batch["slot"]:
-            boxed = ray.get(self.feed.get.remote(int(slot)))  # waits until the driver puts it
+            # (waits until the driver puts it)
+            boxed = ray.get(self.feed.get.remote(self.run, int(slot)))
             for key, path, content_hash, data in ray.get(boxed[0]) if boxed else ():
                 keys.append(key)  # data: the bytes from the driver, or (shared) None
                 out.append(pickle.dumps(self._one(path, content_hash, data)))

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer import settings as settings_mod
-from indexer.distributed import LOCAL, RayAnalyzer, RayOptions
+from indexer.distributed import LOCAL, RayAnalyzer, RayOptions, feed_actor
 from indexer.imageio import RawFile
 from indexer.models import create_model
 from indexer.pipeline import Analyzer, Indexer
@@ -451,9 +451,11 @@ class _Echo:
 
 def warm_up(analyzer: RayAnalyzer) -> None:
     """Ray Data's one-off start in this process and on this Ray (its executor, its first tasks,
-    the helper actors it creates once per Ray instance for actor pools), which every
-    `faceidx index --ray` pays once: counted with Ray's start-up, not with the first mode run."""
+    the helper actors it creates once per Ray instance for actor pools), and faceidx's feed
+    actor, which a cluster keeps between runs as Ray Data keeps its helpers: counted with Ray's
+    start-up, not with the first mode run."""
     ray = analyzer._ray
+    ray.get(feed_actor(ray).close.remote("warm-up"))
     ray.data.range(4, override_num_blocks=2).map_batches(
         _Echo, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0).materialize()
 
