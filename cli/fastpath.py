@@ -8,6 +8,7 @@ Every other command, and `faceidx --help`, goes to the Typer app in cli/app.py.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -35,4 +36,9 @@ def main() -> None:
 
         app()
     else:
+        # The command is done and has closed what it opened. Python's exit collects garbage
+        # over every object its imports made (30-40 ms of `faceidx name` at a million faces,
+        # 15 ms of `status`): frozen, they are left to the process's end. Exit handlers still
+        # run and the streams are still flushed.
+        gc.freeze()
         sys.exit(code)
