@@ -1,0 +1,127 @@
+"""Sweep the shape of the IVF fast-scan PQ search base and its search knobs on a home's faces.
+
+    nice -n 10 uv run python scripts/sweep_search.py HOME [--like STATS] \
+        [--shapes 4096:128:0,4096:64:1] [--nprobe 512,1024] [--refine 100,300] \
+        [--implem 11,0] [--rounds 3]
+
+HOME is only read (its faces, through a read-only store). Queries are made as
+scripts/bench_scale.py makes them: 200 stored faces plus 0.02 noise, renormalised, searched one
+at a time through the store's `FaceIndex` (re-rank on the exact vectors). With --like, the same
+on as many faces fitted to real ones (`indexer.synthetic_fit`, 200 held out as queries).
+A shape is LISTS:M:RESIDUAL: IVF lists, 4-bit PQ sub-quantizers a face (M/2 bytes) and whether
+codes encode the residual from the list's centroid (FAISS `PQ{M}x4fs` or `PQ{M}x4fsr`); the
+store builds 0 lists (its rule for the size), pq_subquantizers(dim), no residual. --implem is
+the FAISS fast-scan implementation a search of one query face uses (faceindex.SERIAL_FAST_SCAN;
+0: FAISS's choice). Settings are measured in turn, --rounds times, each figure the best round
+(CPU is the figure to read on a loaded machine). Prints one row per setting: CPU and wall ms
+per query face, recall@10 against exact search, the build's time and the bytes of codes a face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexer import settings as settings_mod
+from indexer.store import Store, faceindex
+from indexer.store.faceindex import IVF_POINTS_PER_LIST, FaceIndex, ivf_lists, pq_subquantizers
+
+
+def build(vectors: np.ndarray, nlist: int, m: int, residual: bool) -> tuple[object, float]:
+    """A base as faceindex.build_base builds a `pq` one, of this shape; and its build seconds."""
+    start = time.perf_counter()
+    dim = vectors.shape[1]
+    index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x4fs{'r' if residual else ''}",
+                                faiss.METRIC_INNER_PRODUCT)
+    faiss.extract_index_ivf(index).cp.max_points_per_centroid = IVF_POINTS_PER_LIST
+    rng = np.random.default_rng(0)
+    n = len(vectors)
+    index.train(vectors[np.sort(rng.choice(n, min(n, nlist * IVF_POINTS_PER_LIST),
+                                           replace=False))])
+    for start_row in range(0, n, 200_000):
+        index.add_with_ids(vectors[start_row:start_row + 200_000],
+                           np.arange(start_row, min(n, start_row + 200_000), dtype=np.int64))
+    return index, time.perf_counter() - start
+
+
+def data_sets(home: Path, like: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (base vectors, queries), the queries as bench_scale makes them."""
+    with Store.open(settings_mod.load({"home": home}), read_only=True) as store:
+        _, vectors = store.embeddings()
+    rng = np.random.default_rng(5)
+    pick = rng.choice(len(vectors), 200, replace=False)
+    queries = vectors[pick] + 0.02 * rng.standard_normal((200, vectors.shape[1]),
+                                                         dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    sets = {"home": (vectors, queries)}
+    if like is not None:
+        from indexer.synthetic_fit import EmbeddingStats, make_like
+
+        faces = make_like(EmbeddingStats.load(like), len(vectors) + 200, seed=7).embeddings
+        held = np.zeros(len(faces), bool)
+        held[np.random.default_rng(7).choice(len(faces), 200, replace=False)] = True
+        sets["fitted"] = (np.ascontiguousarray(faces[~held]), np.ascontiguousarray(faces[held]))
+    return sets
+
+
+def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    sims = np.concatenate([queries @ vectors[s:s + 200_000].T
+                           for s in range(0, len(vectors), 200_000)], axis=1)
+    return np.argpartition(-sims, 10, axis=1)[:, :10]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("home", type=Path)
+    ap.add_argument("--like", type=Path, default=None, help="statistics of real faces")
+    ap.add_argument("--shapes", default="0:0:0", help="LISTS:M:RESIDUAL, comma separated")
+    ap.add_argument("--nprobe", default="512,1024")
+    ap.add_argument("--refine", default="100")
+    ap.add_argument("--implem", default="11,0")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    for name, (vectors, queries) in data_sets(args.home, args.like).items():
+        truth = exact_top10(vectors, queries)
+        ids = np.arange(len(vectors), dtype=np.int64)
+        for shape in args.shapes.split(","):
+            nlist, m, residual = (int(x) for x in shape.split(":"))
+            nlist = nlist or ivf_lists(len(vectors))
+            m = m or pq_subquantizers(vectors.shape[1])
+            index, build_s = build(vectors, nlist, m, bool(residual))
+            best: dict[tuple[int, int, int], list[float]] = {}
+            for _ in range(args.rounds):
+                for nprobe in ints(args.nprobe):
+                    for refine in ints(args.refine):
+                        for implem in ints(args.implem):
+                            faceindex.SERIAL_FAST_SCAN = implem
+                            view = FaceIndex(index, ids, vectors.shape[1], nprobe,
+                                             ids_sorted=True, vectors=vectors, refine=refine)
+                            view.search(queries[:2], 10)
+                            t0, c0 = time.perf_counter(), time.process_time()
+                            got = [view.search(q[None, :], 10)[1][0] for q in queries]
+                            wall = (time.perf_counter() - t0) / len(queries) * 1e3
+                            cpu = (time.process_time() - c0) / len(queries) * 1e3
+                            recall = np.mean([len(set(g.tolist()) & set(t.tolist())) / 10
+                                              for g, t in zip(got, truth, strict=True)])
+                            key = (nprobe, refine, implem)
+                            old = best.get(key, [np.inf, np.inf, recall])
+                            best[key] = [min(old[0], cpu), min(old[1], wall), recall]
+            for (nprobe, refine, implem), (cpu, wall, recall) in best.items():
+                print(f"{name} {len(vectors):,} faces, {nlist} lists, PQ{m}x4 "
+                      f"{'residual' if residual else 'direct'}, nprobe {nprobe}, refine "
+                      f"{refine}, implem {implem}: {cpu:.2f} ms CPU, {wall:.2f} ms wall, "
+                      f"recall@10 {recall:.3f}, built in {build_s:.0f} s, {m // 2} B/face "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            del index
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
