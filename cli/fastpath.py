@@ -25,20 +25,26 @@ def run(argv: Sequence[str]) -> int | None:
         verbose += VERBOSE_FLAGS[args.pop(0)]
     if not args or args[0] not in light.COMMANDS:
         return None
+    if args[0] == "query":
+        gc.enable()  # its model's garbage is worth collecting (main disables the collector)
     light.setup_logging(verbose)
     return light.run(args[0], args[1:])
 
 
 def main() -> None:
+    # A light command lives a fraction of a second: no garbage collection while it runs (its
+    # imports alone set off several full ones), and none over all it made when Python exits
+    # (30-40 ms of `faceidx name` at a million faces, 15 ms of `status`): frozen, the objects
+    # are left to the process's end. Exit handlers still run and the streams are flushed.
+    # `query` (it runs a model) and any other command get the collector back before they
+    # start.
+    gc.disable()
     code = run(sys.argv[1:])
     if code is None:
+        gc.enable()
         from cli.app import app
 
         app()
     else:
-        # The command is done and has closed what it opened. Python's exit collects garbage
-        # over every object its imports made (30-40 ms of `faceidx name` at a million faces,
-        # 15 ms of `status`): frozen, they are left to the process's end. Exit handlers still
-        # run and the streams are still flushed.
         gc.freeze()
         sys.exit(code)
