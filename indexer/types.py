@@ -1,9 +1,12 @@
-"""Typed rows and detections shared by the pipeline, the store and the CLI."""
+"""Typed rows and detections shared by the pipeline, the store and the CLI (ModelInfo from
+modelinfo.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
+
+from .modelinfo import ModelInfo
 
 if TYPE_CHECKING:  # the light commands never import numpy (cli/fastpath.py)
     import numpy as np
@@ -25,15 +28,6 @@ class FaceResult:
     landmarks: tuple[float, ...]  # x0, y0, x1, y1, ... (5 points) in full-resolution pixels
     score: float
     embedding: Vector
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What identifies the model that made an index's embeddings."""
-
-    name: str
-    dim: int
-    weights: str
 
 
 @dataclass(frozen=True)
@@ -76,3 +70,7 @@ class IndexSummary:
     faces_added: int = 0
     faces_removed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+__all__ = ["BBox", "FaceResult", "ImageRecord", "IndexSummary", "Match", "Matrix", "ModelInfo",
+           "Vector"]

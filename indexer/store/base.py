@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import IndexBusy, IndexNotFound, ModelMismatch
 from ..migrations import apply_migrations
+from ..modelinfo import ModelInfo
 from ..settings import Settings
 from ..summary import Upkeep
-from ..types import ModelInfo
 from .attach import current as current_attached
 from .engine import duckdb
 

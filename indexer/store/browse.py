@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
 from ..migrations import HISTORY_SINCE, MEDOIDS_SINCE
-from ..types import Matrix
 from .engine import duckdb
 from .faces import id_filter
 from .rows import Change
@@ -15,6 +14,7 @@ from .rows import Change
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
 
+    from ..types import Matrix
     from .bulkrows import BrowseFace, BrowsePerson, PhotoRow
 
 

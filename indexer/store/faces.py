@@ -6,13 +6,13 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..types import FaceResult, Match, Matrix
 from .engine import duckdb
 from .rows import Counts, distance_from_ip
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
     import numpy as np
 
+    from ..types import FaceResult, Match, Matrix
     from .bulkrows import StoredFace
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class FacesMixin:
                    target_image_id: int) -> list[int]:
         """Give a byte-identical copy of an image the same faces, without re-embedding."""
         import numpy as np
+
+        from ..types import FaceResult
 
         rows = con.execute(
             "SELECT x1, y1, x2, y2, landmarks, det_score, embedding FROM faces "
@@ -253,6 +255,8 @@ class FacesMixin:
         """For each query vector, the k nearest indexed faces (Euclidean distance); `names`:
         the people's names (cluster_names), when read already."""
         import numpy as np
+
+        from ..types import Match
 
         index = self.faiss_index()
         if index.ntotal == 0 or len(vectors) == 0:

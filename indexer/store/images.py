@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..types import ImageRecord
 from .engine import duckdb
 
 if TYPE_CHECKING:
+    from ..types import ImageRecord
     from .bulkrows import NewImage
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,8 @@ class ImagesMixin:
     # ------------------------------------------------------------------ images
     def images_under(self, roots: Sequence[Path]) -> dict[str, ImageRecord]:
         """Catalog rows whose path lies under any of `roots` (absolute, resolved)."""
+        from ..types import ImageRecord
+
         with self._read() as con:
             rows = con.execute(
                 "SELECT image_id, path, size, mtime, content_hash, status, error FROM images"
@@ -41,6 +43,8 @@ class ImagesMixin:
 
     def images_at_con(self, con: duckdb.DuckDBPyConnection,
                       paths: Sequence[str]) -> dict[str, ImageRecord]:
+        from ..types import ImageRecord
+
         if not paths:
             return {}
         rows = con.execute(
@@ -53,6 +57,8 @@ class ImagesMixin:
         return {p: r.image_id for p, r in self.images_at_con(con, paths).items()}
 
     def images_by_hash(self, hashes: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        from ..types import ImageRecord
+
         if not hashes:
             return {}
         with self._read() as con:
