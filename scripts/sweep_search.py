@@ -29,23 +29,16 @@ import numpy as np
 
 from indexer import settings as settings_mod
 from indexer.store import Store, faceindex
-from indexer.store.faceindex import IVF_POINTS_PER_LIST, FaceIndex, ivf_lists, pq_subquantizers
+from indexer.store.faceindex import FaceIndex, fill_ivf, ivf_lists, pq_subquantizers
 
 
 def build(vectors: np.ndarray, nlist: int, m: int, residual: bool) -> tuple[object, float]:
     """A base as faceindex.build_base builds a `pq` one, of this shape; and its build seconds."""
     start = time.perf_counter()
     dim = vectors.shape[1]
-    index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x4fs{'r' if residual else ''}",
-                                faiss.METRIC_INNER_PRODUCT)
-    faiss.extract_index_ivf(index).cp.max_points_per_centroid = IVF_POINTS_PER_LIST
-    rng = np.random.default_rng(0)
-    n = len(vectors)
-    index.train(vectors[np.sort(rng.choice(n, min(n, nlist * IVF_POINTS_PER_LIST),
-                                           replace=False))])
-    for start_row in range(0, n, 200_000):
-        index.add_with_ids(vectors[start_row:start_row + 200_000],
-                           np.arange(start_row, min(n, start_row + 200_000), dtype=np.int64))
+    shape = f"PQ{m}x4fs{'r' if residual else ''}"
+    index = faiss.index_factory(dim, f"IVF{nlist},{shape}", faiss.METRIC_INNER_PRODUCT)
+    fill_ivf(index, np.arange(len(vectors), dtype=np.int64), vectors, nlist, shape)
     return index, time.perf_counter() - start
 
 

@@ -284,7 +284,6 @@ def build_base(ids: np.ndarray, vectors: np.ndarray, dim: int, nlist: int | None
     nlist is None, else IVF with nlist lists trained on a sample of them, storing vectors as
     `kind` (IVF_KINDS)."""
     import faiss
-    import numpy as np
 
     if nlist is None:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -303,6 +302,15 @@ def build_base(ids: np.ndarray, vectors: np.ndarray, dim: int, nlist: int | None
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
         raise ValueError(f"unknown IVF kind {kind!r}; one of {', '.join(IVF_KINDS)}")
+    return fill_ivf(index, ids, vectors, nlist, kind)
+
+
+def fill_ivf(index: Any, ids: np.ndarray, vectors: np.ndarray, nlist: int, kind: str) -> Any:
+    """Train the empty IVF `index` (nlist lists; `kind` names it in the log) on a fixed sample
+    of these faces, at most IVF_POINTS_PER_LIST a list, then add them all with their ids."""
+    import faiss
+    import numpy as np
+
     faiss.extract_index_ivf(index).cp.max_points_per_centroid = IVF_POINTS_PER_LIST
     rng = np.random.default_rng(0)
     sample = vectors[np.sort(rng.choice(len(ids), min(len(ids), nlist * IVF_POINTS_PER_LIST),
