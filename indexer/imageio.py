@@ -265,13 +265,19 @@ def decode(path: Path, *, max_pixels: int, max_bytes: int) -> npt.NDArray[np.uin
 
 
 def bounded_copy(rgb: npt.NDArray[np.uint8], max_side: int) -> tuple[npt.NDArray[np.uint8], float]:
-    """A copy whose longer side is at most `max_side`, and the factor to scale boxes back up."""
+    """A copy whose longer side is at most `max_side`, and the factor to scale boxes back up.
+
+    OpenCV's bilinear resize down to half size (every source pixel still falls under an
+    output pixel's 2x2 taps, so it does not alias), area averaging beyond: both several times
+    faster than Pillow's filtered bilinear, which was a third of the detection copy's cost for
+    photos between 1 and 2 times the bound (a JPEG's draft mode only halves)."""
     h, w = rgb.shape[:2]
     longest = max(h, w)
     if longest <= max_side:
         return rgb, 1.0
+    import cv2
+
     scale = max_side / longest
-    small = Image.fromarray(rgb).resize(
-        (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR
-    )
-    return np.asarray(small), 1.0 / scale
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    mode = cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+    return cv2.resize(np.ascontiguousarray(rgb), size, interpolation=mode), 1.0 / scale

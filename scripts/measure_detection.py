@@ -6,7 +6,12 @@ faces on non_faces/, for each model and, for sface, each detection size and scor
 Recall counts min(found, expected) per photo over the sum of expected faces ("~25" is read as
 25, "2+" as 2), so extra faces on a photo do not raise it; "extra" sums found - expected where
 positive (often real background faces the labels leave out). False faces are every face found
-on non_faces/clean and non_faces/hard.
+on non_faces/clean and non_faces/hard. `--per-photo` adds the count on every group photo (and
+on every non-face photo with a face), one column per row of the table, to compare detection
+changes photo by photo:
+
+    uv run python scripts/measure_detection.py --models sface,dlib --sizes 1024 --scores 0.8 \
+        --min-face-sizes 10 --per-photo
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ def main() -> None:
     parser.add_argument("--scores", default="0.6,0.7,0.8,0.9")
     parser.add_argument("--min-face-sizes", default="10,20",
                         help="smallest face kept (full-resolution pixels), comma-separated")
+    parser.add_argument("--per-photo", action="store_true",
+                        help="then the count on each photo, one column per row of the table")
     args = parser.parse_args()
 
     base = settings_mod.load({"home": Path("/nonexistent")}, environ={})
@@ -48,6 +55,7 @@ def main() -> None:
     print("| model | min_face_size | detect_max_side | min_score | found on groups | recall | "
           "extra | false faces (non_faces) | opencv_group1 (~25) |")
     print("|---|---|---|---|---|---|---|---|---|")
+    columns: list[tuple[str, dict[Path, int]]] = []
     for name in args.models.split(","):
         sizes = [int(s) for s in args.sizes.split(",")] if name == "sface" else [1024]
         scores = [float(s) for s in args.scores.split(",")] if name == "sface" else [None]
@@ -66,9 +74,18 @@ def main() -> None:
                 false = sum(count(p) for p in non_faces)
                 group1 = count(args.faces / "group_photos" / "opencv_group1.jpg")
                 shown = floor if floor is not None else "default"
+                columns.append((f"{name} {min_size}px {size} {shown}",
+                                {p: count(p) for p in images}))
                 print(f"| {name} | {min_size} | {size} | {shown} | "
                       f"{sum(count(p) for p in groups)} | {hits / total:.2f} ({hits}/{total}) | "
                       f"{extra} | {false} | {group1} |", flush=True)
+    if args.per_photo:
+        print("\n| photo | expected | " + " | ".join(c for c, _ in columns) + " |")
+        print("|---|---|" + "---|" * len(columns))
+        for p in images:
+            if p in groups or any(counts[p] for _, counts in columns):
+                print(f"| {p.relative_to(args.faces)} | {groups.get(p, 0)} | "
+                      + " | ".join(str(counts[p]) for _, counts in columns) + " |")
 
 
 if __name__ == "__main__":
