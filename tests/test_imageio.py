@@ -97,5 +97,9 @@ def test_photo_decodes_a_reduced_jpeg_for_detection_and_full_size_on_demand(
     clone = pickle.loads(pickle.dumps(photo))  # workers get bytes and the small copy only
     assert clone.decoded_sizes() == [] and clone.detection_copy(800)[0].shape == small.shape
     np.testing.assert_array_equal(photo.full(), full)
+    # a bound just over the 1/2 draft's size: the draft is the copy, no full decode or resize
+    near = Photo(read_raw(path, max_bytes=LIMITS["max_bytes"]), max_pixels=LIMITS["max_pixels"])
+    assert near.detection_copy(1100)[0].shape[:2] == (1024, 833)
+    assert near.decoded_sizes() == [(833, 1024)]
     png = Photo.of(decode(faces_dir / "broken" / "rgba.png", **LIMITS))
     assert png.detection_copy(100)[1] == pytest.approx(2.5)
