@@ -7,6 +7,10 @@
   barrier);
 - the naive loop: one photo at a time, decoded in full, detection at full resolution.
 
+Beside the wall times, the CPU seconds of `faceidx index` and of the bare loop (this process
+plus the model's worker processes, Linux only): on a loaded machine the wall ratio moves with
+the other jobs, the CPU each side spends much less.
+
     uv run python scripts/bench_ingest.py [--faces ../shared/faces] [--models dlib,sface]
     uv run python scripts/bench_ingest.py --models sface --workers 2 --model-threads 1
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import tempfile
 import time
@@ -44,6 +49,19 @@ def photo_set(faces: Path, lfw_count: int) -> list[Path]:
     return lfw[:: max(1, len(lfw) // lfw_count)][:lfw_count] + groups + full_size
 
 
+def cpu_seconds(model: object) -> float:
+    """CPU seconds used so far by this process and the model's worker processes (Linux)."""
+    total = time.process_time()
+    for pid in getattr(model, "worker_pids", list)():
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def bench_model(name: str, settings: settings_mod.Settings, library: Path, work: Path
                 ) -> dict[str, float]:
     files = sorted(library.iterdir())
@@ -59,17 +77,21 @@ def bench_model(name: str, settings: settings_mod.Settings, library: Path, work:
 
     # faceidx index: a new home, the real pipeline
     run = replace(settings, home=work / f"home-{name}")
+    cpu = cpu_seconds(model)
     t = time.perf_counter()
     with Store.open(run, model.info) as store, Indexer(store, model, run) as indexer:
         summary = indexer.index([library])
     index_s = time.perf_counter() - t
+    index_cpu = cpu_seconds(model) - cpu
 
     # the bare loop: pre-decoded photos, the same parallel model, all at once
     images = [decode(f, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
               for f in files]
+    cpu = cpu_seconds(model)
     t = time.perf_counter()
     bare_faces = sum(map(len, model.analyze(images)))
     bare_s = time.perf_counter() - t
+    bare_cpu = cpu_seconds(model) - cpu
     del images
     close = getattr(model, "close", None)
     if close is not None:
@@ -95,6 +117,8 @@ def bench_model(name: str, settings: settings_mod.Settings, library: Path, work:
     print(f"  naive loop:    {n / naive_s:6.2f} photos/s ({naive_faces} faces, {naive_s:.1f} s)")
     print(f"  index / bare: {bare_s / index_s:.2f}x; index / naive: {naive_s / index_s:.2f}x",
           flush=True)
+    print(f"  CPU (this process + workers): index {index_cpu:.1f} s, bare loop {bare_cpu:.1f} s "
+          f"(bare / index {bare_cpu / index_cpu:.2f}x)", flush=True)
     return {"index": n / index_s, "bare": n / bare_s, "naive": n / naive_s}
 
 
