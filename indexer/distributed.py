@@ -403,9 +403,11 @@ def _tail(files: int, actors: int, slots: int) -> list[int]:
 def _iterate(ray: Any, ds: Any, rows: queue.Queue[Any]) -> None:
     """(On a thread of the driver) the dataset's rows as they are ready, then _END; or the
     exception that stopped Ray."""
-    try:
-        for row in ds.iter_rows():
-            rows.put(row)
+    try:  # (iter_rows prefetches: it hands a block over only once the next one is done)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+            columns = list(batch.items())
+            for i in range(len(batch["key"])):
+                rows.put({name: values[i] for name, values in columns})
         rows.put(_END)
     except Exception as exc:  # handed to the driver's thread, which raises it
         rows.put(exc)
