@@ -22,7 +22,7 @@ the homes' isotropic faces are harder to search than real ones (bench_search.py)
 its verdict against the target (under 5 ms at recall@10 0.98);
 the `query` command's own overhead beyond the model: `faceidx query --photo` (default an LFW
 photo of the shared test data) against a process that only imports, loads and runs its model
-on that photo, in 5 interleaved rounds (the best of each, and the median of the rounds'
+on that photo, in 9 interleaved rounds (the best of each, and the median of the rounds'
 differences), and, for comparison, a fresh process doing only the catalog side that `query`
 runs in a child process beside the model (imports, opening the index, searching one face,
 judging its nearest person); store writes (faces/s, 10k faces added in
@@ -82,7 +82,7 @@ print(len(model.analyze([decode(Path(sys.argv[2]), max_pixels=10**8, max_bytes=1
 """
 PHOTO = REPO.parent / "shared" / "faces" / "lfw" / "Aaron_Guiel" / "Aaron_Guiel_0001.jpg"
 PARTS = ("light", "search", "query", "writes", "recluster", "export")
-QUERY_ROUNDS = 5  # `query` against its model alone, interleaved
+QUERY_ROUNDS = 9  # `query` against its model alone, interleaved
 SEARCH_MS, SEARCH_RECALL = 5.0, 0.98  # issue 11's search target, per query face at 1M
 
 
