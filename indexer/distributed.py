@@ -31,7 +31,6 @@ The actors themselves (what runs in Ray's worker processes) are in `ray_workers.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import operator
@@ -42,6 +41,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -75,16 +75,6 @@ AGENT_WAIT_MS = 180_000
 STARTUP_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))
 """Worker processes a local raylet may start at once. Ray's default, its CPUs, made the second of
 two actors wait until the feed actor's or the first actor's process had started."""
-EXECUTOR_POLL_S = 0.5
-"""How long Ray Data's scheduling loop (a thread of the driver) waits for its tasks before it
-runs again, while every actor works on its queued blocks. Ray 2.60 waits 0.1 s
-(`WAIT_FOR_TASK_COMPLETION_TIMEOUT_S`, a module constant, no setting) and returns only when that
-time is up or every task has finished, so the loop ran 10 times a second, each pass costing the
-driver a few ms of CPU plus calls to Ray Data's helper actors and the GCS: on one 2-core machine,
-CPU taken from the model. Each actor has two blocks queued, so a slower loop delays results and
-the next dispatch, not the actors. Ray's own wait is kept until every actor has returned its
-first result (the loop notices a ready actor only when it runs) and again from the run's last
-blocks on (the tail's one-file blocks, and the last result, should not wait)."""
 _Analysis = tuple[Any, tuple[int, int] | None]
 
 
@@ -278,7 +268,6 @@ class RayAnalyzer:
         slot_of: dict[int, int] = {}
         held: dict[int, tuple[Any, int]] = {}  # slot -> (its ref, files not back yet)
         keys = itertools.count()
-        tail = False
 
         def put(slot: int, part: list[RawFile]) -> None:
             block = []
@@ -307,8 +296,6 @@ class RayAnalyzer:
             self.workers.add(str(row["worker"]))
             self.startups.setdefault(str(row["worker"]),
                                      tuple(float(row[name]) for name in STARTUP))
-            if len(self.startups) == actors and not tail:  # every actor has started
-                slow(True)
             kind, value = pickle.loads(row["outcome"])
             if kind == "ok":
                 yield raw, value
@@ -317,8 +304,6 @@ class RayAnalyzer:
             else:
                 log.warning("skipping %s: %s; the next run indexes it", raw.path, value)
 
-        loop = contextlib.ExitStack()
-        slow = loop.enter_context(_scheduling_loop_wait())
         try:
             slot, part, more = 0, [], True
             while more:
@@ -338,13 +323,10 @@ class RayAnalyzer:
             for size in _tail(len(part), actors, len(slots) - slot):  # guided, to the end
                 put(slot, part[:size])
                 slot, part = slot + 1, part[size:]
-            tail = True  # the last blocks (one file each at the end), then the last result
-            slow(False)
             feed.finish.remote(run, slot)
             while (row := rows.get()) is not _END:
                 yield from take(_row(ray, row))
         finally:
-            loop.close()
             feed.close.remote(run)  # (after an error: the actors waiting on it get nothing)
         if pending:
             log.warning("%d files got no result from Ray; the next run indexes them",
@@ -357,29 +339,6 @@ class RayAnalyzer:
 
 
 _END = object()
-
-
-@contextlib.contextmanager
-def _scheduling_loop_wait() -> Iterator[Any]:
-    """A setter of how long Ray Data's scheduling loop waits (see EXECUTOR_POLL_S): `slow(True)`
-    waits EXECUTOR_POLL_S, `slow(False)` Ray's own; Ray's own again on exit. A Ray version
-    without that private constant is left alone."""
-    try:
-        from ray.data._internal.execution import streaming_executor_state as state
-    except ImportError:
-        state = None
-    default = getattr(state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S", None)
-    if not isinstance(default, float):
-        yield lambda slow: None
-        return
-
-    def slow(on: bool) -> None:
-        state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = max(default, EXECUTOR_POLL_S) if on else default
-
-    try:
-        yield slow
-    finally:
-        slow(False)
 
 
 def feed_actor(ray: Any) -> Any:
@@ -425,7 +384,7 @@ def _row(ray: Any, item: Any) -> dict[str, Any]:
     return item  # type: ignore[no-any-return]
 
 
-@contextlib.contextmanager
+@contextmanager
 def ray_analyzer(model_name: str, settings: Settings, options: RayOptions
                  ) -> Iterator[RayAnalyzer]:
     """A RayAnalyzer for one run; a Ray instance it started is shut down afterwards."""
