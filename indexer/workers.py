@@ -131,10 +131,6 @@ class ParallelModel:
                 initializer=_init_worker, initargs=self._args)
         return self._pool
 
-    def worker_pids(self) -> list[int]:
-        """The process ids of the running workers (none before they start)."""
-        return [] if self._pool is None else list(self._pool._processes or {})
-
     def analyze(self, images: Sequence[Image]) -> list[list[FaceResult]]:
         if len(images) < 2:
             return self._local.analyze(images)

@@ -8,8 +8,8 @@
 - the naive loop: one photo at a time, decoded in full, detection at full resolution.
 
 Beside the wall times, the CPU seconds of `faceidx index` and of the bare loop (this process
-plus the model's worker processes, Linux only): on a loaded machine the wall ratio moves with
-the other jobs, the CPU each side spends much less.
+and its child processes, the model's workers among them; Linux only): on a loaded machine the
+wall ratio moves with the other jobs, the CPU each side spends much less.
 
     uv run python scripts/bench_ingest.py [--faces ../shared/faces] [--models dlib,sface]
     uv run python scripts/bench_ingest.py --models sface --workers 2 --model-threads 1
@@ -23,10 +23,14 @@ import argparse
 import csv
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ray import cpu_seconds, descendants
 
 from indexer import settings as settings_mod
 from indexer.imageio import decode
@@ -49,17 +53,11 @@ def photo_set(faces: Path, lfw_count: int) -> list[Path]:
     return lfw[:: max(1, len(lfw) // lfw_count)][:lfw_count] + groups + full_size
 
 
-def cpu_seconds(model: object) -> float:
-    """CPU seconds used so far by this process and the model's worker processes (Linux)."""
-    total = time.process_time()
-    for pid in getattr(model, "worker_pids", list)():
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def tree_cpu() -> float:
+    """CPU seconds used so far by this process and its child processes, the model's workers
+    among them (Linux)."""
+    return sum(cpu for pid in [os.getpid(), *descendants(os.getpid())]
+               if (cpu := cpu_seconds(pid)) is not None)
 
 
 def bench_model(name: str, settings: settings_mod.Settings, library: Path, work: Path
@@ -77,21 +75,21 @@ def bench_model(name: str, settings: settings_mod.Settings, library: Path, work:
 
     # faceidx index: a new home, the real pipeline
     run = replace(settings, home=work / f"home-{name}")
-    cpu = cpu_seconds(model)
+    cpu = tree_cpu()
     t = time.perf_counter()
     with Store.open(run, model.info) as store, Indexer(store, model, run) as indexer:
         summary = indexer.index([library])
     index_s = time.perf_counter() - t
-    index_cpu = cpu_seconds(model) - cpu
+    index_cpu = tree_cpu() - cpu
 
     # the bare loop: pre-decoded photos, the same parallel model, all at once
     images = [decode(f, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
               for f in files]
-    cpu = cpu_seconds(model)
+    cpu = tree_cpu()
     t = time.perf_counter()
     bare_faces = sum(map(len, model.analyze(images)))
     bare_s = time.perf_counter() - t
-    bare_cpu = cpu_seconds(model) - cpu
+    bare_cpu = tree_cpu() - cpu
     del images
     close = getattr(model, "close", None)
     if close is not None:

@@ -130,12 +130,10 @@ class CpuMeter:
             self._read()
 
     def _read(self, first: bool = False) -> None:
-        for pid in [os.getpid(), *_descendants(os.getpid())]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+        for pid in [os.getpid(), *descendants(os.getpid())]:
+            cpu = cpu_seconds(pid)
+            if cpu is None:
                 continue
-            cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
             if first:
                 self.first[pid] = cpu
             group, name = _group(pid)
@@ -158,7 +156,18 @@ class CpuMeter:
         return out
 
 
-def _descendants(pid: int) -> list[int]:
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU seconds (user + system, all its threads) process `pid` has used, from
+    /proc/PID/stat; None for a process that is gone (Linux only)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def descendants(pid: int) -> list[int]:
+    """The process ids of `pid`'s children, their children, and so on (Linux's /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
