@@ -132,33 +132,59 @@ def measure_writes(home: Path, n: int = 10_000, batch: int = 1_000) -> tuple[flo
     return n / seconds, n / cpu
 
 
-def timed_recall(search, queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray
-                 ) -> tuple[float, float, float]:
-    """Search each query alone through search(q) -> ids of its 10 nearest, and return the wall
-    and CPU ms per query and recall@10 against an exact scan of vectors (whose ids are ids)."""
+def noisy_queries(vectors: np.ndarray, n_queries: int = 200) -> np.ndarray:
+    """Query faces near stored ones: n_queries of `vectors` (a fixed pick) plus 0.02 noise,
+    renormalised."""
+    rng = np.random.default_rng(5)
+    pick = rng.choice(len(vectors), n_queries, replace=False)
+    queries = vectors[pick] + 0.02 * rng.standard_normal((n_queries, vectors.shape[1]),
+                                                         dtype=np.float32)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def fitted_faces(stats_path: Path, n: int, n_queries: int = 200
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """n faces fitted to real ones (indexer.synthetic_fit, the statistics in stats_path) and
+    n_queries more held out (a fixed pick) as queries: (base, queries)."""
+    from indexer.synthetic_fit import EmbeddingStats, make_like
+
+    faces = make_like(EmbeddingStats.load(stats_path), n + n_queries, seed=7).embeddings
+    held = np.zeros(len(faces), bool)
+    held[np.random.default_rng(7).choice(len(faces), n_queries, replace=False)] = True
+    return np.ascontiguousarray(faces[~held]), np.ascontiguousarray(faces[held])
+
+
+def exact_top10(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """The positions in vectors of each query's 10 nearest, by an exact scan."""
+    sims = np.concatenate([queries @ vectors[s:s + 200_000].T
+                           for s in range(0, len(vectors), 200_000)], axis=1)
+    return np.argpartition(-sims, 10, axis=1)[:, :10]
+
+
+def timed_search(search, queries: np.ndarray  # type: ignore[no-untyped-def]
+                 ) -> tuple[list[np.ndarray], float, float]:
+    """Search each query alone through search(q) -> ids of its 10 nearest: what it found, and
+    the wall and CPU ms per query."""
     got = []
     t0, c0 = time.perf_counter(), time.process_time()
     for q in queries:
         got.append(search(q[None, :]))
     per_query = (time.perf_counter() - t0) / len(queries)
     cpu_per_query = (time.process_time() - c0) / len(queries)
-    sims = np.concatenate([queries @ vectors[s:s + 200_000].T
-                           for s in range(0, len(vectors), 200_000)], axis=1)
-    exact = ids[np.argpartition(-sims, 10, axis=1)[:, :10]]
-    recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / 10
-                            for g, t in zip(got, exact, strict=True)]))
-    return per_query * 1000, cpu_per_query * 1000, recall
+    return got, per_query * 1000, cpu_per_query * 1000
+
+
+def recall10(got: list[np.ndarray], exact: np.ndarray) -> float:
+    """Recall@10 of what a search found against each query's true 10 ids."""
+    return float(np.mean([len(set(g.tolist()) & set(t.tolist())) / 10
+                          for g, t in zip(got, exact, strict=True)]))
 
 
 def measure_search(home: Path, n_queries: int = 200) -> dict[str, float]:
     settings = settings_mod.load({"home": home})
     with Store.open(settings, read_only=True) as store:
         ids, vectors = store.embeddings()
-        rng = np.random.default_rng(5)
-        pick = rng.choice(len(ids), n_queries, replace=False)
-        queries = vectors[pick] + 0.02 * rng.standard_normal((n_queries, vectors.shape[1]),
-                                                             dtype=np.float32)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        queries = noisy_queries(vectors, n_queries)
         t0 = time.perf_counter()
         index = store.faiss_index()
         load = time.perf_counter() - t0
@@ -166,8 +192,8 @@ def measure_search(home: Path, n_queries: int = 200) -> dict[str, float]:
             probe, index.nprobe = index.nprobe, faiss_nlist(index.base)
             index.search(queries[:2], 10)
             index.nprobe = probe
-        ms, cpu_ms, recall = timed_recall(lambda q: index.search(q, 10)[1][0],
-                                          queries, ids, vectors)
+        got, ms, cpu_ms = timed_search(lambda q: index.search(q, 10)[1][0], queries)
+        recall = recall10(got, ids[exact_top10(queries, vectors)])
     np.save(home / "bench_queries.npy", queries[:5])
     return {"faiss_load_s": load, "search_ms": ms, "search_cpu_ms": cpu_ms, "recall10": recall,
             "nprobe": float(index.nprobe) if index.is_ivf else 0.0,
@@ -176,20 +202,14 @@ def measure_search(home: Path, n_queries: int = 200) -> dict[str, float]:
 
 def measure_fitted_search(home: Path, n: int, stats_path: Path, n_queries: int = 200
                           ) -> dict[str, float]:
-    """Search as measure_search, on n faces fitted to real ones (indexer.synthetic_fit, with
-    the statistics in stats_path) in place of the home's isotropic ones: the base built and
-    searched by the store's own code with the home's settings (kind, lists, lists probed,
-    re-rank depth); 200 held-out fitted faces as queries, exact search as the truth."""
+    """Search as measure_search, on n faces fitted to real ones (fitted_faces) in place of the
+    home's isotropic ones: the base built and searched by the store's own code with the
+    home's settings (kind, lists, lists probed, re-rank depth); 200 held-out fitted faces as
+    queries, exact search as the truth."""
     from indexer.store.faceindex import FaceIndex, build_base, ivf_lists, refined
-    from indexer.synthetic_fit import EmbeddingStats, make_like
 
     settings = settings_mod.load({"home": home})
-    faces = make_like(EmbeddingStats.load(stats_path), n + n_queries, seed=7).embeddings
-    rng = np.random.default_rng(7)
-    held = np.zeros(len(faces), bool)
-    held[rng.choice(len(faces), n_queries, replace=False)] = True
-    queries, base = np.ascontiguousarray(faces[held]), np.ascontiguousarray(faces[~held])
-    del faces
+    base, queries = fitted_faces(stats_path, n, n_queries)
     ids = np.arange(len(base), dtype=np.int64)
     nlist = ivf_lists(n) if n >= settings.faiss_ivf_min_faces else None
     t0, c0 = time.perf_counter(), time.process_time()
@@ -198,7 +218,8 @@ def measure_fitted_search(home: Path, n: int, stats_path: Path, n_queries: int =
     view = FaceIndex(index, ids, base.shape[1], settings.faiss_nprobe, ids_sorted=True,
                      vectors=base if refined(index) else None, refine=settings.faiss_refine)
     view.search(queries[:2], 10)
-    ms, cpu_ms, recall = timed_recall(lambda q: view.search(q, 10)[1][0], queries, ids, base)
+    got, ms, cpu_ms = timed_search(lambda q: view.search(q, 10)[1][0], queries)
+    recall = recall10(got, exact_top10(queries, base))
     return {"fitted_search_ms": ms, "fitted_search_cpu_ms": cpu_ms, "fitted_recall10": recall,
             "fitted_build_s": build[0], "fitted_build_cpu_s": build[1]}
 

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import exact_top10, fitted_faces, noisy_queries, recall10, timed_search
 
 from indexer import settings as settings_mod
 from indexer.store import Store, faceindex
@@ -43,29 +47,13 @@ def build(vectors: np.ndarray, nlist: int, m: int, residual: bool) -> tuple[obje
 
 
 def data_sets(home: Path, like: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (base vectors, queries), the queries as bench_scale makes them."""
+    """name -> (base vectors, queries), as bench_scale makes them."""
     with Store.open(settings_mod.load({"home": home}), read_only=True) as store:
         _, vectors = store.embeddings()
-    rng = np.random.default_rng(5)
-    pick = rng.choice(len(vectors), 200, replace=False)
-    queries = vectors[pick] + 0.02 * rng.standard_normal((200, vectors.shape[1]),
-                                                         dtype=np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    sets = {"home": (vectors, queries)}
+    sets = {"home": (vectors, noisy_queries(vectors))}
     if like is not None:
-        from indexer.synthetic_fit import EmbeddingStats, make_like
-
-        faces = make_like(EmbeddingStats.load(like), len(vectors) + 200, seed=7).embeddings
-        held = np.zeros(len(faces), bool)
-        held[np.random.default_rng(7).choice(len(faces), 200, replace=False)] = True
-        sets["fitted"] = (np.ascontiguousarray(faces[~held]), np.ascontiguousarray(faces[held]))
+        sets["fitted"] = fitted_faces(like, len(vectors))
     return sets
-
-
-def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    sims = np.concatenate([queries @ vectors[s:s + 200_000].T
-                           for s in range(0, len(vectors), 200_000)], axis=1)
-    return np.argpartition(-sims, 10, axis=1)[:, :10]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
     for name, (vectors, queries) in data_sets(args.home, args.like).items():
-        truth = exact_top10(vectors, queries)
+        truth = exact_top10(queries, vectors)
         ids = np.arange(len(vectors), dtype=np.int64)
         for shape in args.shapes.split(","):
             nlist, m, residual = (int(x) for x in shape.split(":"))
@@ -97,12 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                             view = FaceIndex(index, ids, vectors.shape[1], nprobe,
                                              ids_sorted=True, vectors=vectors, refine=refine)
                             view.search(queries[:2], 10)
-                            t0, c0 = time.perf_counter(), time.process_time()
-                            got = [view.search(q[None, :], 10)[1][0] for q in queries]
-                            wall = (time.perf_counter() - t0) / len(queries) * 1e3
-                            cpu = (time.process_time() - c0) / len(queries) * 1e3
-                            recall = np.mean([len(set(g.tolist()) & set(t.tolist())) / 10
-                                              for g, t in zip(got, truth, strict=True)])
+                            got, wall, cpu = timed_search(
+                                lambda q, v=view: v.search(q, 10)[1][0], queries)
+                            recall = recall10(got, truth)
                             key = (nprobe, refine, implem)
                             old = best.get(key, [np.inf, np.inf, recall])
                             best[key] = [min(old[0], cpu), min(old[1], wall), recall]
