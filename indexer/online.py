@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 
 from .clustering import ClusterParams
-from .store import Store
+from .store import Store, distance_to_unit
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def found_people(store: Store, con: duckdb.DuckDBPyConnection, seeds: Sequence[i
         sub = x[members]
         centroid = sub.mean(axis=0)
         unit = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
-        dist = np.sqrt(np.clip(2.0 - 2.0 * sub @ unit, 0.0, None))
+        dist = distance_to_unit(sub, unit)
         within = np.sqrt(np.clip(2.0 - 2.0 * sub @ sub.T, 0.0, None))
         medoid = int(ids[members[int(np.argmin(within.sum(axis=1)))]])
         reason = (f"online: founded a new person with {len(members)} faces of "

@@ -21,7 +21,7 @@ import numpy as np
 from .clustering import ClusterParams, ReconcileReport, cluster, reconcile
 from .models import CLUSTER_DISTANCES, distance_scale
 from .settings import Settings
-from .store import ClusterRow, ClusterSnapshot, Store
+from .store import ClusterRow, ClusterSnapshot, Store, distance_to_unit
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _cluster_rows(face_ids: np.ndarray, vectors: np.ndarray, final: np.ndarray
         vecs = vectors[members]
         centroid = vecs.mean(axis=0)
         unit = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
-        d = np.sqrt(np.clip(2.0 - 2.0 * vecs @ unit, 0.0, None))
+        d = distance_to_unit(vecs, unit)
         distances[members] = d
         if len(members) <= MEDOID_EXACT_MAX:
             pair = np.sqrt(np.clip(2.0 - 2.0 * vecs @ vecs.T, 0.0, None))

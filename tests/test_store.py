@@ -119,3 +119,22 @@ def test_move_prefix_keeps_face_ids(settings: Settings) -> None:
             assert store.move_prefix(con, "/p/old", "/p/new") == 1
         assert store.images_at(["/p/new/a.jpg"])["/p/new/a.jpg"].image_id == image_id
         assert store.face_ids_of_image(image_id) == ids
+
+
+def test_distance_to_a_centroid_is_exact_near_zero() -> None:
+    """Two copies of a photo form a cluster whose centroid is their own vector: their distance
+    to it is 0 to float precision, in the catalog (recluster) and in an export alike, where the
+    inner-product form, in float32, is off by up to about 5e-4."""
+    from indexer.store import distance_from_ip, distance_to_unit
+
+    rng = np.random.default_rng(7)
+    faces = rng.standard_normal((200, 128)).astype(np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    exact = distance_to_unit(faces, faces)  # each face against itself
+    assert exact.max() < 1e-6
+    via_ip = distance_from_ip(np.einsum("ij,ij->i", faces, faces))
+    assert via_ip.max() > 1e-4  # the form it replaced, where it mattered
+    # one unit vector against many: the same as the float64 distance
+    other = distance_to_unit(faces, faces[0])
+    want = np.linalg.norm(faces.astype(np.float64) - faces[0].astype(np.float64), axis=1)
+    assert np.abs(other - want).max() < 1e-9

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..settings import Settings
-from ..store import Store
+from ..store import Store, distance_to_unit
 from ..types import Matrix, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,7 @@ def _distances(vectors: Matrix, labels: np.ndarray, cluster_ids: np.ndarray,
     distances = np.full(len(labels), np.nan)
     for start in range(0, len(clustered), page):
         rows, slots = clustered[start:start + page], slot[start:start + page]
-        dot = np.einsum("ij,ij->i", vectors[rows], unit[slots])
-        distances[rows] = np.sqrt(np.clip(2.0 - 2.0 * dot, 0.0, None))
+        distances[rows] = distance_to_unit(vectors[rows], unit[slots])
     return distances
 
 

@@ -18,7 +18,7 @@ from .faces import FacesMixin
 from .history import HistoryMixin
 from .images import ImagesMixin
 from .people import PeopleMixin
-from .rows import Change, Counts, PersonRow, distance_from_ip
+from .rows import Change, Counts, PersonRow, distance_from_ip, distance_to_unit
 from .vectors import VectorsMixin
 
 if TYPE_CHECKING:
@@ -43,4 +43,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["SCHEMA_VERSION", "Change", "ClusterRow", "ClusterSnapshot", "ClusterState", "Counts",
-           "NewImage", "PersonRow", "Store", "StoredFace", "distance_from_ip"]
+           "NewImage", "PersonRow", "Store", "StoredFace", "distance_from_ip",
+           "distance_to_unit"]
