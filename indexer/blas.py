@@ -1,0 +1,48 @@
+"""The BLAS kernels FAISS runs on.
+
+faiss-cpu's wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1), older than many CPUs
+with AVX-512 (Sapphire and Emerald Rapids among them). On a CPU it does not know, it falls back
+to its generic "Prescott" kernels, about 3x slower, and every matrix product in FAISS pays: the
+k-means of the search index and of the recluster's kNN graph, and the coarse search. It is told
+to use its AVX-512 kernels ("SkylakeX") where the CPU has their instructions, unless the user
+has already chosen with OPENBLAS_CORETYPE. OpenBLAS reads the variable when it loads, so this
+runs before the first `import faiss` (from `indexer/__init__.py`); child processes inherit it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+CORETYPE = "OPENBLAS_CORETYPE"
+AVX512_KERNEL = "SkylakeX"
+AVX512_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
+"""What OpenBLAS's SkylakeX kernels need (Xeon Phi's AVX-512 lacks some of them)."""
+
+
+def cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """The first processor's flags in the text of /proc/cpuinfo."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def blas_kernel(cpuinfo: str) -> str | None:
+    """The OpenBLAS core type to ask for on a CPU described by this /proc/cpuinfo text, or None
+    to leave OpenBLAS's own choice."""
+    return AVX512_KERNEL if AVX512_FLAGS.issubset(cpu_flags(cpuinfo)) else None
+
+
+def choose_blas_kernel() -> None:
+    """Set OPENBLAS_CORETYPE for this process and its children, if unset and if it helps."""
+    if CORETYPE in os.environ or not sys.platform.startswith("linux") or "faiss" in sys.modules:
+        return
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            kernel = blas_kernel(fh.read())
+    except OSError:
+        return
+    if kernel is not None:
+        os.environ[CORETYPE] = kernel
