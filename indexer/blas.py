@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # start-up of every command: nothing more to import
+    from collections.abc import Iterable
 
 CORETYPE = "OPENBLAS_CORETYPE"
 AVX512_KERNEL = "SkylakeX"
@@ -20,18 +24,20 @@ AVX512_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512
 """What OpenBLAS's SkylakeX kernels need (Xeon Phi's AVX-512 lacks some of them)."""
 
 
-def cpu_flags(cpuinfo: str) -> frozenset[str]:
-    """The first processor's flags in the text of /proc/cpuinfo."""
-    for line in cpuinfo.splitlines():
+def cpu_flags(cpuinfo: str | Iterable[str]) -> frozenset[str]:
+    """The first processor's flags in the text (or the lines) of /proc/cpuinfo; reading stops
+    there, so an open file is not read past its first processor (the kernel makes the rest on
+    demand, and each processor's block costs more on a machine with many)."""
+    for line in cpuinfo.splitlines() if isinstance(cpuinfo, str) else cpuinfo:
         key, _, value = line.partition(":")
         if key.strip() == "flags":
             return frozenset(value.split())
     return frozenset()
 
 
-def blas_kernel(cpuinfo: str) -> str | None:
-    """The OpenBLAS core type to ask for on a CPU described by this /proc/cpuinfo text, or None
-    to leave OpenBLAS's own choice."""
+def blas_kernel(cpuinfo: str | Iterable[str]) -> str | None:
+    """The OpenBLAS core type to ask for on a CPU described by this /proc/cpuinfo text (or its
+    lines), or None to leave OpenBLAS's own choice."""
     return AVX512_KERNEL if AVX512_FLAGS.issubset(cpu_flags(cpuinfo)) else None
 
 
@@ -41,7 +47,7 @@ def choose_blas_kernel() -> None:
         return
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            kernel = blas_kernel(fh.read())
+            kernel = blas_kernel(fh)
     except OSError:
         return
     if kernel is not None:
