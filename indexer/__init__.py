@@ -1,5 +1,5 @@
 """faceidx's library: the use cases the CLI and the web app call."""
 
-from .blas import choose_blas_kernel
+from .blas import prepare_faiss
 
-choose_blas_kernel()  # before any `import faiss` (see blas.py)
+prepare_faiss()  # before any `import faiss` (see blas.py)

@@ -1,15 +1,17 @@
-"""FAISS's bundled OpenBLAS is told to use its AVX-512 kernels where the CPU has them."""
+"""FAISS's bundled OpenBLAS is told to use its AVX-512 kernels where the CPU has them, and its
+OpenMP threads to sleep when they wait."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from indexer.blas import AVX512_KERNEL, CORETYPE, blas_kernel, cpu_flags
+from indexer.blas import AVX512_KERNEL, CORETYPE, WAIT_POLICY, blas_kernel, cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 SAPPHIRE = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 207\n"
@@ -54,3 +56,23 @@ def test_faiss_loads_the_kernel_chosen_and_a_users_choice_wins() -> None:
     assert variable == "Haswell"
     if core != "?":
         assert core == "Haswell"
+
+
+def _faiss_omp_wait(env: dict[str, str]) -> tuple[str, str]:
+    """The wait policy and spin count FAISS's OpenMP runtime took when it loaded after faceidx
+    (libgomp prints them on stderr with OMP_DISPLAY_ENV=VERBOSE)."""
+    err = subprocess.run([sys.executable, "-c", "import indexer, faiss"],
+                         env={**env, "OMP_DISPLAY_ENV": "VERBOSE"}, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stderr
+    found = dict(re.findall(r"^\s*(OMP_WAIT_POLICY|GOMP_SPINCOUNT) = '([^']*)'", err, re.M))
+    return found.get("OMP_WAIT_POLICY", "?"), found.get("GOMP_SPINCOUNT", "?")
+
+
+def test_faiss_threads_sleep_when_they_wait_unless_the_user_chose() -> None:
+    env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
+    policy, spins = _faiss_omp_wait(env)
+    if policy == "?":
+        pytest.skip("FAISS's OpenMP runtime does not print its settings (not libgomp)")
+    assert (policy, spins) == ("PASSIVE", "0")  # libgomp's own default spins 300,000 times
+    policy, spins = _faiss_omp_wait({**env, WAIT_POLICY: "active"})
+    assert policy == "ACTIVE" and int(spins) > 0
