@@ -25,10 +25,16 @@ SERIAL_QUERIES = 16
 save for a few queries (on a busy 2-core machine 13.6 ms of CPU per query face against 0.6 ms
 on one thread, exact search over 10k faces)."""
 SERIAL_FAST_SCAN = 11
-"""FAISS fast-scan implementation for those few queries: 11 scans each list for one query and
-keeps candidates in a reservoir; the default (13 for more than 20 candidates) batches queries
-per list, which one query does not need (about a fifth less CPU per query face at 1M faces,
-1024 of 4096 lists probed; scripts/sweep_search.py)."""
+"""FAISS fast-scan implementation for those few queries on one thread: 11 scans each list for
+one query and keeps candidates in a reservoir; the default (13 for more than 20 candidates)
+batches queries per list, which one query does not need (about a fifth less CPU per query face
+at 1M faces, 1024 of 4096 lists probed; scripts/sweep_search.py)."""
+PARALLEL_FAST_SCAN = 15
+"""The same with more than one OpenMP thread: 15 shares one query's probed lists among the
+threads, each keeping a reservoir, merged at the end. The exact parts of a search stay on one
+thread, but a fast-scan base (above the IVF threshold) is milliseconds of work a query face,
+which threads divide: at 1M faces, 1024 of 4096 lists probed, 3.5-3.7 ms a query face on
+2 threads against 6.7-7.5 ms on one, the same results (scripts/sweep_search.py --threads)."""
 IVF_KINDS = ("pq", "flat", "sq8")
 """How an IVF base stores its vectors: `pq`, 4-bit product-quantizer codes scanned with SIMD
 (fast-scan, half a byte per dimension) whose best candidates are re-ranked on the exact vectors
@@ -128,19 +134,19 @@ class FaceIndex:
         import numpy as np
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if len(queries) < SERIAL_QUERIES:
-            threads = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            fast_scan = self._fast_scan()
+        if len(queries) >= SERIAL_QUERIES:
+            return self._search(queries, k)
+        threads = faiss.omp_get_max_threads()
+        fast_scan = self._fast_scan()
+        if fast_scan is not None:
+            fast_scan.implem = PARALLEL_FAST_SCAN if threads > 1 else SERIAL_FAST_SCAN
+        faiss.omp_set_num_threads(1)
+        try:
+            return self._search(queries, k, base_threads=threads if fast_scan is not None else 1)
+        finally:
+            faiss.omp_set_num_threads(threads)
             if fast_scan is not None:
-                fast_scan.implem = SERIAL_FAST_SCAN
-            try:
-                return self._search(queries, k)
-            finally:
-                faiss.omp_set_num_threads(threads)
-                if fast_scan is not None:
-                    fast_scan.implem = 0  # FAISS's own choice for a batch
-        return self._search(queries, k)
+                fast_scan.implem = 0  # FAISS's own choice for a batch
 
     def _fast_scan(self) -> Any:
         """The base as a fast-scan IVF index (whose search implementation can be chosen), or
@@ -152,7 +158,9 @@ class FaceIndex:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(self.base))
         return ivf if isinstance(ivf, faiss.IndexIVFFastScan) else None
 
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: np.ndarray, k: int, base_threads: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """`base_threads`: OpenMP threads for the base's search alone (None: as they are)."""
         import faiss
         import numpy as np
 
@@ -166,7 +174,13 @@ class FaceIndex:
                 else (faiss.SearchParameters(sel=sel) if sel is not None else None)
             live = len(self.base_ids) - len(self.removed)
             fetch = min(max(k, self.refine), live) if self.refine else k
-            sims, ids = self.base.search(queries, fetch, params=params)
+            threads = faiss.omp_get_max_threads()
+            if base_threads is not None:
+                faiss.omp_set_num_threads(base_threads)
+            try:
+                sims, ids = self.base.search(queries, fetch, params=params)
+            finally:
+                faiss.omp_set_num_threads(threads)
             parts.append(self._rerank(queries, ids, k) if self.refine else (sims, ids))
         if self._added_ids:
             parts.append(self.added.search(queries, min(k, len(self._added_ids))))
