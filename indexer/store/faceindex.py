@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 IVF_POINTS_PER_LIST = 40
 """Training sample per IVF list (faiss warns below 39)."""
 SERIAL_QUERIES = 16
-"""Fewer query faces than this are searched on one thread: OpenMP's threads cost more than they
-save for a few queries (on a busy 2-core machine 13.6 ms of CPU per query face against 0.6 ms
-on one thread, exact search over 10k faces)."""
+"""Fewer query faces than this are searched on one thread, but for a fast-scan base's lists
+(PARALLEL_FAST_SCAN): OpenMP's threads cost more than they save for a few queries of an exact
+scan (on a busy 2-core machine 13.6 ms of CPU per query face against 0.6 ms on one thread,
+exact search over 10k faces)."""
 SERIAL_FAST_SCAN = 11
 """FAISS fast-scan implementation for those few queries on one thread: 11 scans each list for
 one query and keeps candidates in a reservoir; the default (13 for more than 20 candidates)
