@@ -12,7 +12,7 @@ FAISS's OpenMP threads are told to sleep when they wait (OMP_WAIT_POLICY=PASSIVE
 troubleshooting guide advises with OpenBLAS) rather than spin. A search of one query face shares
 its probed lists between the threads (store/faceindex.py); on a machine whose cores are busy
 (the daemon indexing) spinning threads take the cores from the ones with work: 14-33 ms a query
-face on 2 threads against 6.8-10.7 ms on one, and 5.8-9.8 ms once they sleep (1M faces, 1024
+face on 2 threads against 6.1-10.7 ms on one, and 5.8-9.8 ms once they sleep (1M faces, 1024
 lists probed). The user's own OMP_WAIT_POLICY wins. libgomp reads it when it loads, so it is
 set here too.
 """
