@@ -11,7 +11,13 @@ Beside the wall times, the CPU seconds of `faceidx index` and of the bare loop (
 and its child processes, the model's workers among them; Linux only): on a loaded machine the
 wall ratio moves with the other jobs, the CPU each side spends much less.
 
-    uv run python scripts/bench_ingest.py [--faces ../shared/faces] [--models dlib,sface]
+`faceidx index` and the bare loop run in --rounds interleaved rounds (each round on a new home,
+every other round the bare loop first), since a run of a few seconds moves by 10-25% from one
+to the next on a shared machine; each round's figures are printed, and the medians are the
+result (the sface / dlib ratio is of the medians). The naive loop runs once.
+
+    uv run python scripts/bench_ingest.py [--faces ../shared/faces] [--models dlib,sface] \
+        [--rounds 3]
     uv run python scripts/bench_ingest.py --models sface --workers 2 --model-threads 1
 
 facenet runs only when its weights are on disk (it never downloads here).
@@ -23,6 +29,7 @@ import argparse
 import csv
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -60,8 +67,8 @@ def tree_cpu() -> float:
                if (cpu := cpu_seconds(pid)) is not None)
 
 
-def bench_model(name: str, settings: settings_mod.Settings, library: Path, work: Path
-                ) -> dict[str, float]:
+def bench_model(name: str, settings: settings_mod.Settings, library: Path, work: Path,
+                rounds: int) -> dict[str, float]:
     files = sorted(library.iterdir())
     n = len(files)
     model = create_model(name, settings, parallel=True)
@@ -73,24 +80,45 @@ def bench_model(name: str, settings: settings_mod.Settings, library: Path, work:
         start()
     start_s = time.perf_counter() - t
 
-    # faceidx index: a new home, the real pipeline
-    run = replace(settings, home=work / f"home-{name}")
-    cpu = tree_cpu()
-    t = time.perf_counter()
-    with Store.open(run, model.info) as store, Indexer(store, model, run) as indexer:
-        summary = indexer.index([library])
-    index_s = time.perf_counter() - t
-    index_cpu = tree_cpu() - cpu
-
-    # the bare loop: pre-decoded photos, the same parallel model, all at once
     images = [decode(f, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
               for f in files]
-    cpu = tree_cpu()
-    t = time.perf_counter()
-    bare_faces = sum(map(len, model.analyze(images)))
-    bare_s = time.perf_counter() - t
-    bare_cpu = tree_cpu() - cpu
-    del images
+
+    def index_run(r: int) -> tuple[float, float, int]:
+        """faceidx index: a new home, the real pipeline."""
+        run = replace(settings, home=work / f"home-{name}-{r}")
+        cpu = tree_cpu()
+        t = time.perf_counter()
+        with Store.open(run, model.info) as store, Indexer(store, model, run) as indexer:
+            summary = indexer.index([library])
+        return time.perf_counter() - t, tree_cpu() - cpu, summary.faces_added
+
+    def bare_run() -> tuple[float, float, int]:
+        """The bare loop: pre-decoded photos, the same parallel model, all at once."""
+        cpu = tree_cpu()
+        t = time.perf_counter()
+        found = sum(map(len, model.analyze(images)))
+        return time.perf_counter() - t, tree_cpu() - cpu, found
+
+    index_rounds, bare_rounds = [], []
+    for r in range(rounds):
+        if r % 2:
+            bare_rounds.append(bare_run())
+            index_rounds.append(index_run(r))
+        else:
+            index_rounds.append(index_run(r))
+            bare_rounds.append(bare_run())
+        (i_s, i_cpu, _), (b_s, b_cpu, _) = index_rounds[-1], bare_rounds[-1]
+        print(f"  {name} round {r + 1}{' (bare loop first)' if r % 2 else ''}: index "
+              f"{n / i_s:.2f} photos/s, bare {n / b_s:.2f}: index / bare {b_s / i_s:.2f}x "
+              f"(CPU {b_cpu / i_cpu:.2f}x)", flush=True)
+    images.clear()  # the decoded photos are not needed any more
+    index_s = statistics.median(x[0] for x in index_rounds)
+    index_cpu = statistics.median(x[1] for x in index_rounds)
+    faces_added = index_rounds[0][2]
+    bare_s = statistics.median(x[0] for x in bare_rounds)
+    bare_cpu = statistics.median(x[1] for x in bare_rounds)
+    bare_faces = bare_rounds[0][2]
+    ratios = sorted(b[0] / i[0] for i, b in zip(index_rounds, bare_rounds, strict=True))
     close = getattr(model, "close", None)
     if close is not None:
         close()
@@ -109,12 +137,14 @@ def bench_model(name: str, settings: settings_mod.Settings, library: Path, work:
     print(f"{name}: {workers} worker process(es), OpenCV threads {threads}"
           + (f"; starting them took {start_s:.1f} s (once per run, before the timings)"
              if start is not None else ""))
-    print(f"  faceidx index: {n / index_s:6.2f} photos/s ({summary.faces_added} faces, "
-          f"{index_s:.1f} s)")
+    med = f" (medians of {rounds} rounds)" if rounds > 1 else ""
+    print(f"  faceidx index: {n / index_s:6.2f} photos/s ({faces_added} faces, "
+          f"{index_s:.1f} s){med}")
     print(f"  bare loop:     {n / bare_s:6.2f} photos/s ({bare_faces} faces, {bare_s:.1f} s)")
     print(f"  naive loop:    {n / naive_s:6.2f} photos/s ({naive_faces} faces, {naive_s:.1f} s)")
-    print(f"  index / bare: {bare_s / index_s:.2f}x; index / naive: {naive_s / index_s:.2f}x",
-          flush=True)
+    print(f"  index / bare: {bare_s / index_s:.2f}x of the medians; per round "
+          f"{', '.join(f'{x:.2f}' for x in ratios)}x (median {statistics.median(ratios):.2f}x); "
+          f"index / naive: {naive_s / index_s:.2f}x", flush=True)
     print(f"  CPU (this process + workers): index {index_cpu:.1f} s, bare loop {bare_cpu:.1f} s "
           f"(bare / index {bare_cpu / index_cpu:.2f}x)", flush=True)
     return {"index": n / index_s, "bare": n / bare_s, "naive": n / naive_s}
@@ -127,6 +157,8 @@ def main() -> None:
     parser.add_argument("--lfw", type=int, default=60, help="LFW photos in the set")
     parser.add_argument("--workers", type=int, default=None, help="model processes")
     parser.add_argument("--model-threads", type=int, default=None, help="OpenCV threads")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of faceidx index and the bare loop")
     args = parser.parse_args()
 
     photos = photo_set(args.faces, args.lfw)
@@ -146,7 +178,7 @@ def main() -> None:
             if name == "facenet" and choose_model(settings)[0] != "facenet":
                 print("facenet: skipped, its weights are not on this machine")
                 continue
-            rates[name] = bench_model(name, settings, library, work)
+            rates[name] = bench_model(name, settings, library, work, args.rounds)
         if "sface" in rates and "dlib" in rates:
             ratio = rates["sface"]["index"] / rates["dlib"]["index"]
             print(f"sface / dlib, faceidx index: {ratio:.1f}x")
