@@ -6,11 +6,14 @@
 
 In one run it prints:
 1. `faceidx recluster` (the whole command: load vectors, cluster, reconcile, write) on a copy
-   of a 100k-face and a 1M-face dlib (128-d) home: wall time and the process's peak RSS;
-2. the clustering of 1M synthetic 512-d vectors with identity structure
-   (indexer.clustering.synthetic; no 512-d home of 1M faces exists here, and building one
-   through the store would take hours): wall time and peak RSS (and the peak before the
-   clustering started, while the vectors were made: a peak above it is the clustering's);
+   of a 100k-face and a 1M-face home (dlib, 128-d, by default): wall time and the process's
+   peak RSS. For the whole command at 512-d, pass a facenet home as --home-1m (`uv run python
+   scripts/synthetic_home.py --faces 1000000 --model facenet --home DIR`: 8 min here, peak
+   RSS 14.8 GB, 4.6 GB on disk) with `--skip 100k,512,daemon,recall`;
+2. the clustering alone of 1M synthetic 512-d vectors with identity structure
+   (indexer.clustering.synthetic, no photo groups, dlib's distances): wall time and peak RSS
+   (and the peak before the clustering started, while the vectors were made: a peak above it
+   is the clustering's);
 3. the kNN graph's neighbour recall against exact search (2000 sampled faces) at each size;
 4. the watch daemon on a copy of the 1M home (its search index first brought to the current
    kind): its RSS when idle; then one photo starts a background recluster and more photos are
@@ -55,8 +58,9 @@ def _child_recluster(home: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     with Store.open(settings) as store:
         report = recluster(store, settings)
+        model, dim = store.model.name, store.model.dim
     return {"seconds": time.perf_counter() - t0, "clusters": report.clusters,
-            "faces": report.faces}
+            "faces": report.faces, "model": model, "dim": dim}
 
 
 def _child_recall(home: str | None, faces: int, dim: int) -> dict[str, Any]:
@@ -319,19 +323,20 @@ def main(argv: list[str] | None = None) -> int:
             continue
         home = copy_home(Path(src), work, f"home_{label}")
         r = run_step("recluster", str(home))
-        print(f"faceidx recluster, {r['faces']} faces, 128-d (dlib home {src}): "
+        dim = int(r["dim"])
+        print(f"faceidx recluster, {r['faces']} faces, {dim}-d ({r['model']} home {src}): "
               f"{r['wall']:.1f} s wall ({r['seconds']:.1f} s in recluster()), "
               f"peak RSS {r['peak_mb']:.0f} MB, {r['clusters']} people", flush=True)
-        figures[f"recluster_{label}_128_s"] = round(r["wall"], 1)
-        figures[f"recluster_{label}_128_peak_mb"] = round(r["peak_mb"])
+        figures[f"recluster_{label}_{dim}_s"] = round(r["wall"], 1)
+        figures[f"recluster_{label}_{dim}_peak_mb"] = round(r["peak_mb"])
         if "recall" not in skip:
             k = run_step("recall", str(home), "0", "0")
             print(f"  kNN graph {'exact' if k['exact'] else 'IVF'}: {k['knn_seconds']:.1f} s, "
                   f"neighbour recall {k['recall']:.4f} (2000 sampled faces), "
                   f"{k['recall_near']:.4f} of neighbours within {k['near']}", flush=True)
-            figures[f"knn_{label}_128_s"] = round(k["knn_seconds"], 1)
-            figures[f"knn_recall_{label}_128"] = round(k["recall"], 4)
-            figures[f"knn_recall_near_{label}_128"] = round(k["recall_near"], 4)
+            figures[f"knn_{label}_{dim}_s"] = round(k["knn_seconds"], 1)
+            figures[f"knn_recall_{label}_{dim}"] = round(k["recall"], 4)
+            figures[f"knn_recall_near_{label}_{dim}"] = round(k["recall_near"], 4)
         shutil.rmtree(home, ignore_errors=True)
     if "daemon" not in skip:
         home = copy_home(Path(args.home_1m), work, "home_daemon")
