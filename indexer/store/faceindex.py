@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # numpy loads on first use: the light commands never need it
+    from collections.abc import Iterator
+
     import numpy as np
 
 
@@ -34,8 +37,9 @@ PARALLEL_FAST_SCAN = 15
 """The same with more than one OpenMP thread: 15 shares one query's probed lists among the
 threads, each keeping a reservoir, merged at the end. The exact parts of a search stay on one
 thread, but a fast-scan base (above the IVF threshold) is milliseconds of work a query face,
-which threads divide: at 1M faces, 1024 of 4096 lists probed, 3.5-3.7 ms a query face on
-2 threads against 6.7-7.5 ms on one, the same results (scripts/sweep_search.py --threads)."""
+which threads divide: at 1M faces, 1024 of 4096 lists probed, 3.08 ms a query face on
+2 threads against 6.84 ms on one (implementation 11), the same results
+(scripts/sweep_search.py --implem 11,15 --threads 1,2)."""
 IVF_KINDS = ("pq", "flat", "sq8")
 """How an IVF base stores its vectors: `pq`, 4-bit product-quantizer codes scanned with SIMD
 (fast-scan, half a byte per dimension) whose best candidates are re-ranked on the exact vectors
@@ -141,11 +145,11 @@ class FaceIndex:
         fast_scan = self._fast_scan()
         if fast_scan is not None:
             fast_scan.implem = PARALLEL_FAST_SCAN if threads > 1 else SERIAL_FAST_SCAN
-        faiss.omp_set_num_threads(1)
         try:
-            return self._search(queries, k, base_threads=threads if fast_scan is not None else 1)
+            with omp_threads(1):
+                return self._search(queries, k,
+                                    base_threads=threads if fast_scan is not None else None)
         finally:
-            faiss.omp_set_num_threads(threads)
             if fast_scan is not None:
                 fast_scan.implem = 0  # FAISS's own choice for a batch
 
@@ -175,13 +179,8 @@ class FaceIndex:
                 else (faiss.SearchParameters(sel=sel) if sel is not None else None)
             live = len(self.base_ids) - len(self.removed)
             fetch = min(max(k, self.refine), live) if self.refine else k
-            threads = faiss.omp_get_max_threads()
-            if base_threads is not None:
-                faiss.omp_set_num_threads(base_threads)
-            try:
+            with omp_threads(base_threads):
                 sims, ids = self.base.search(queries, fetch, params=params)
-            finally:
-                faiss.omp_set_num_threads(threads)
             parts.append(self._rerank(queries, ids, k) if self.refine else (sims, ids))
         if self._added_ids:
             parts.append(self.added.search(queries, min(k, len(self._added_ids))))
@@ -215,6 +214,22 @@ class FaceIndex:
             out_ids[s:s + step, :take] = np.where(np.isinf(out_sims[s:s + step, :take]), -1,
                                                   np.take_along_axis(cand, order, 1))
         return out_sims, out_ids
+
+
+@contextmanager
+def omp_threads(n: int | None) -> Iterator[None]:
+    """FAISS's OpenMP threads set to n within the block (None: left as they are), then back."""
+    import faiss
+
+    if n is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _signature(ids: np.ndarray) -> tuple[int, int, int]:
