@@ -6,7 +6,13 @@ from sklearn.metrics import adjusted_rand_score
 from indexer.clustering import ALGORITHMS, ClusterParams, UnknownAlgorithmError, cluster, score
 from indexer.clustering.knn import build_knn
 from indexer.clustering.labels import compact
-from indexer.clustering.refine import attach_outliers, merge_close_clusters, split_far_members
+from indexer.clustering.refine import (
+    _close_pairs,
+    _groups,
+    attach_outliers,
+    merge_close_clusters,
+    split_far_members,
+)
 from indexer.clustering.synthetic import make_identities
 
 
@@ -97,3 +103,22 @@ def test_merge_close_clusters():
     x = line([0.0], [0.1], [0.3], [0.4], [3.0], [3.1])
     labels, n = merge_close_clusters(x, np.array([0, 0, 1, 1, 2, 2]), distance=0.5)
     assert labels[0] == labels[2] != labels[4] and n == 1
+
+
+def test_close_pairs_are_exact_and_in_one_order_whatever_the_tiles():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = rng.integers(-1, 90, size=len(x))
+    groups = _groups(labels)
+    cents = np.stack([x[g].astype(np.float64).mean(axis=0) for g in groups])
+    d = np.linalg.norm(cents[:, None, :] - cents[None, :, :], axis=2)
+    i, j = np.triu_indices(len(groups), k=1)
+    threshold = float(np.median(d[i, j]))  # half the pairs: many lie near the threshold
+    want = d[i, j] < threshold
+    for tile in (7, 32, len(groups)):  # tiles that split the triangle unevenly, and one
+        rows, cols, dist = _close_pairs(x, groups, threshold, tile=tile)
+        assert rows.tolist() == i[want].tolist() and cols.tolist() == j[want].tolist()
+        assert np.allclose(dist, d[i[want], j[want]], rtol=0, atol=1e-12)
+        bare = _close_pairs(x, groups, threshold, tile=tile, distances=False)
+        assert bare[0].tolist() == rows.tolist() and bare[1].tolist() == cols.tolist()

@@ -130,8 +130,13 @@ def attach_outliers(
 
 
 def _centroids(x: Embeddings, groups: list[NDArray[np.int64]],
-               block: int = 1 << 14) -> NDArray[np.float64]:
-    """Mean vector of each group, summed in float64 a block of about `block` faces at a time."""
+               block: int = 1 << 12) -> NDArray[np.float64]:
+    """Mean vector of each group, summed in float64 a block of about `block` faces at a time
+    (a group's mean does not depend on which others are computed with it). Each block's sums
+    are one sparse product (members in order, like a sum of rows): np.add.reduceat over rows
+    in float64 took 4x as long, and the merge step computes each centroid many times."""
+    from scipy.sparse import csr_matrix
+
     sizes = np.asarray([len(g) for g in groups], dtype=np.int64)
     ends = np.cumsum(sizes)
     cents = np.empty((len(groups), x.shape[1]), dtype=np.float64)
@@ -139,9 +144,10 @@ def _centroids(x: Embeddings, groups: list[NDArray[np.int64]],
     while i < len(groups):
         j = max(i + 1, int(np.searchsorted(ends, ends[i] - sizes[i] + block, side="right")))
         idx = np.concatenate(groups[i:j])
-        starts = np.concatenate([[0], np.cumsum(sizes[i : j - 1])])
-        sums = np.add.reduceat(x[idx], starts, axis=0, dtype=np.float64)
-        cents[i:j] = sums / sizes[i:j, None]
+        indptr = np.concatenate([[0], np.cumsum(sizes[i:j])])
+        member_of = csr_matrix((np.ones(len(idx)), np.arange(len(idx)), indptr),
+                               shape=(j - i, len(idx)))
+        cents[i:j] = (member_of @ x[idx].astype(np.float64)) / sizes[i:j, None]
         i = j
     return cents
 
@@ -156,65 +162,121 @@ def merge_close_clusters(
     groups = _groups(labels)
     if len(groups) < 2:
         return labels.copy(), 0
-    cents = _centroids(x, groups)
-    r_all, c_all = _close_pairs(cents, distance)
+    r_all, c_all, d_all = _close_pairs(x, groups, distance, distances=photos is not None)
     if photos is None:
         comp = components(len(groups), r_all, c_all)
     else:
-        comp = _merge_without_conflicts(groups, cents, r_all, c_all, photos)
+        comp = _merge_without_conflicts(groups, r_all, c_all, d_all, photos)
     out = labels.copy()
     for gid, members in enumerate(groups):
         out[members] = comp[gid]
     return out, len(groups) - len(np.unique(comp))
 
 
-def _close_pairs(cents: NDArray[np.float64], distance: float
-                 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Every pair (i, j), i < j, of centroids closer than `distance`.
+_TILE = 4096
+"""Clusters on each side of one tile of the all-pairs centroid scan: its float32 block of
+squared distances is 64 MB. All centroids at once, in float64 with the scan's operands beside
+them, were 1.4 GB beyond the vectors at 1M 512-d faces (about 100k clusters), the recluster's
+peak."""
+_PAIR_CHUNK = 8192  # close pairs whose float64 difference is taken at once (32 MB at 512-d)
 
-    The all-pairs scan (quadratic: about 50k clusters at 1M faces) runs over the upper
-    triangle only, in float32, as one matrix product per block whose entries are the squared
-    distances themselves (rows [c, |c|^2, 1] against [-2c, 1, |c|^2]): no pass of adds over
-    the block. The pairs within a margin far above its rounding of the threshold are decided
-    in float64, so the pairs are exactly those closer than `distance` in float64."""
-    sq = (cents**2).sum(axis=1)
-    n = len(cents)
-    ones = np.ones((n, 1))
-    left = np.hstack([cents, sq[:, None], ones]).astype(np.float32)
-    right = np.hstack([-2.0 * cents, ones, sq[:, None]]).astype(np.float32)
+
+def _scan_operands(x: Embeddings, groups: list[NDArray[np.int64]]
+                   ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The groups' rows [c, |c|^2, 1] and [-2c, 1, |c|^2] in float32, whose product is the
+    squared distances between centroids."""
+    cents = _centroids(x, groups)
+    sq = np.einsum("ij,ij->i", cents, cents)
+    m, dim = cents.shape
+    left = np.empty((m, dim + 2), dtype=np.float32)
+    left[:, :dim] = cents
+    left[:, dim], left[:, dim + 1] = sq, 1.0
+    right = np.empty_like(left)
+    np.multiply(left[:, :dim], -2.0, out=right[:, :dim])
+    right[:, dim], right[:, dim + 1] = 1.0, sq
+    return left, right
+
+
+def _decide(x: Embeddings, groups: list[NDArray[np.int64]], r: NDArray[np.int64],
+            c: NDArray[np.int64], near: NDArray[np.bool_], limit: float
+            ) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """For candidate pairs of groups: which are closer than sqrt(`limit`) (those `near` the
+    threshold decided in float64) and their float64 centroid distances."""
+    keep = np.ones(len(r), dtype=bool)
+    dist = np.empty(len(r), dtype=np.float64)
+    if len(r) == 0:
+        return keep, dist
+    ids, at = np.unique(np.concatenate([r, c]), return_inverse=True)
+    cents = _centroids(x, [groups[g] for g in ids.tolist()])
+    at_r, at_c = at[: len(r)], at[len(r) :]
+    for s in range(0, len(r), _PAIR_CHUNK):
+        a, b = cents[at_r[s : s + _PAIR_CHUNK]], cents[at_c[s : s + _PAIR_CHUNK]]
+        exact = (a**2).sum(axis=1) + (b**2).sum(axis=1) - 2.0 * np.einsum("ij,ij->i", a, b)
+        keep[s : s + _PAIR_CHUNK] = ~near[s : s + _PAIR_CHUNK] | (exact < limit)
+        dist[s : s + _PAIR_CHUNK] = np.linalg.norm(a - b, axis=1)
+    return keep, dist
+
+
+def _close_pairs(x: Embeddings, groups: list[NDArray[np.int64]], distance: float,
+                 tile: int = _TILE, *, distances: bool = True
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Every pair (i, j), i < j, of groups whose centroids are closer than `distance`, in
+    row-major order, and that distance (float64; with `distances` False, NaN: only the pairs
+    near the threshold are computed in float64).
+
+    The all-pairs scan (quadratic: about 100k clusters at 1M faces) runs over the upper
+    triangle a tile at a time, in float32, as one matrix product per tile whose entries are
+    the squared distances themselves: no pass of adds over the tile. Each tile's centroids are
+    computed for it (a column block's again for each row block: the scan took 63 s at 1M
+    512-d faces, against 69 s with all centroids at once), so its memory is one tile whatever
+    the number of clusters. The pairs within a margin far above the float32 rounding of the
+    threshold are decided in float64 (`_decide`), so the pairs are exactly those closer than
+    `distance` in float64."""
+    n = len(groups)
     limit = distance**2
     lo, hi = np.float32(limit - 1e-3), np.float32(limit + 1e-3)
     rows: list[NDArray[np.int64]] = []
     cols: list[NDArray[np.int64]] = []
-    block = max(1, (1 << 24) // max(n, 1))
-    for start in range(0, n, block):
-        end = min(n, start + block)
-        d2 = left[start:end] @ right[start:].T  # columns from `start`: the upper triangle
-        r, cc = np.nonzero(d2 < hi)
-        near = d2[r, cc] >= lo
-        r = r.astype(np.int64) + start
-        cc = cc.astype(np.int64) + start
-        upper = cc > r
-        r, cc, near = r[upper], cc[upper], near[upper]
-        rn, cn = r[near], cc[near]
-        exact = sq[rn] + sq[cn] - 2.0 * np.einsum("ij,ij->i", cents[rn], cents[cn])
-        keep = ~near
-        keep[np.nonzero(near)[0][exact < limit]] = True
-        rows.append(r[keep])
-        cols.append(cc[keep])
-    return np.concatenate(rows), np.concatenate(cols)
+    dists: list[NDArray[np.float64]] = []
+    d2 = np.empty((min(tile, n), min(tile, n)), dtype=np.float32)
+    for i0 in range(0, n, tile):
+        left, right_i = _scan_operands(x, groups[i0 : i0 + tile])
+        for j0 in range(i0, n, tile):
+            right = right_i if j0 == i0 else _scan_operands(x, groups[j0 : j0 + tile])[1]
+            block = d2[: len(left), : len(right)]
+            np.matmul(left, right.T, out=block)
+            r, c = np.nonzero(block < hi)
+            if j0 == i0:
+                upper = c > r
+                r, c = r[upper], c[upper]
+            if len(r) == 0:
+                continue
+            near = block[r, c] >= lo
+            r, c = r.astype(np.int64) + i0, c.astype(np.int64) + j0
+            if distances:
+                keep, dist = _decide(x, groups, r, c, near, limit)
+            else:
+                keep, dist = np.ones(len(r), dtype=bool), np.full(len(r), np.nan)
+                keep[near] = _decide(x, groups, r[near], c[near], near[near], limit)[0]
+            rows.append(r[keep])
+            cols.append(c[keep])
+            dists.append(dist[keep])
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    r_all, c_all = np.concatenate(rows), np.concatenate(cols)
+    order = np.lexsort((c_all, r_all))  # row-major, whatever the tiles: ties keep one order
+    return r_all[order], c_all[order], np.concatenate(dists)[order]
 
 
 def _merge_without_conflicts(
     groups: list[NDArray[np.int64]],
-    cents: NDArray[np.float64],
     rows: NDArray[np.int64],
     cols: NDArray[np.int64],
+    d: NDArray[np.float64],
     photos: Groups,
 ) -> Labels:
-    """Union-find over close pairs (i < j), nearest first, refusing joins of clusters sharing
-    a photo."""
-    d = np.linalg.norm(cents[rows] - cents[cols], axis=1)
+    """Union-find over close pairs (i < j) at centroid distances `d`, nearest first, refusing
+    joins of clusters sharing a photo."""
     parent = list(range(len(groups)))
     held = [set(photos[g].tolist()) for g in groups]
 
