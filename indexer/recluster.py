@@ -136,6 +136,9 @@ def recluster(store: Store, settings: Settings, algorithm: str | None = None,
                          max(state.next_cluster_id, snap.next_cluster_id), alive)
         final, rep, rows, distances, previous = plan
         ids = snap.face_ids[alive]
+        # the write needs no vectors: let them go before DuckDB's share of memory is taken
+        # (2 GB at 1M 512-d faces, beside the write's own peak)
+        snap = replace(snap, vectors=np.empty((0, snap.vectors.shape[1]), np.float32))
         store.write_clustering(con, ids, final, distances, f"recluster ({algorithm})", rows,
                                keep=state.named | snap.named,
                                fresh_from=snap.next_cluster_id)

@@ -389,3 +389,19 @@ def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT OR REPLACE INTO meta SELECT 'clusters_generation', "
                 "CAST(coalesce(max(CAST(value AS BIGINT)), 0) + 1 AS VARCHAR) FROM meta "
                 "WHERE key = 'clusters_generation'")
+
+
+@contextmanager
+def as_table(con: duckdb.DuckDBPyConnection, name: str, **columns: Any) -> Iterator[str]:
+    """NumPy arrays (one per column, of one length) as a table `name` for the SQL run in the
+    block: DuckDB scans them where they are. A recluster's million rows given as unnest(?) of
+    Python lists cost several times their size while DuckDB built its list values (its 60k
+    cluster rows, with their centroids as bytes, took 3.4 GB and 12 s at 512-d). An earlier
+    statement's result still pending is run to its end first: DuckDB registers nothing beside
+    one."""
+    con.complete()
+    con.register(name, columns)
+    try:
+        yield name
+    finally:
+        con.unregister(name)

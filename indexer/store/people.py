@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict, NotFound
-from .base import bump_generation
+from .base import as_table, bump_generation
 from .engine import duckdb
 from .faces import id_filter
 from .rows import PersonRow
@@ -184,31 +184,34 @@ class PeopleMixin:
         import numpy as np
 
         assigned = np.where(cluster_ids >= 0, cluster_ids, -1).astype(np.int64)
-        if fresh_from is not None:
+        with as_table(con, "clustered_faces", f=np.asarray(face_ids, dtype=np.int64),
+                      c=assigned, d=np.asarray(distances, dtype=np.float64)):
+            if fresh_from is not None:
+                con.execute(
+                    "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
+                    "assign_reason = 'its online person was replaced by a recluster' "
+                    "WHERE cluster_id >= ? AND face_id NOT IN (SELECT f FROM clustered_faces)",
+                    [int(fresh_from)])
             con.execute(
-                "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
-                "assign_reason = 'its online person was replaced by a recluster' "
-                "WHERE cluster_id >= ? AND face_id NOT IN (SELECT unnest(?))",
-                [int(fresh_from), face_ids.astype(np.int64).tolist()])
-        con.execute(
-            "UPDATE faces SET cluster_id = CASE WHEN m.c < 0 THEN NULL ELSE m.c END, "
-            "assign_distance = CASE WHEN m.c < 0 THEN NULL ELSE m.d END, "
-            "assign_reason = ? "
-            "FROM (SELECT unnest(?) AS f, unnest(?) AS c, unnest(?) AS d) m "
-            "WHERE faces.face_id = m.f",
-            [reason, face_ids.astype(np.int64).tolist(), assigned.tolist(),
-             np.asarray(distances, dtype=np.float64).tolist()])
-        live = [c.cluster_id for c in clusters]
-        con.execute("DELETE FROM clusters WHERE cluster_id NOT IN (SELECT unnest(?)) "
-                    "AND cluster_id NOT IN (SELECT unnest(?))", [live, sorted(keep)])
-        con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT unnest(?))", [live])
+                "UPDATE faces SET cluster_id = CASE WHEN m.c < 0 THEN NULL ELSE m.c END, "
+                "assign_distance = CASE WHEN m.c < 0 THEN NULL ELSE m.d END, "
+                "assign_reason = ? FROM clustered_faces m WHERE faces.face_id = m.f", [reason])
+        live = np.asarray([c.cluster_id for c in clusters], dtype=np.int64)
+        with as_table(con, "live_clusters", c=live), \
+                as_table(con, "kept_clusters", c=np.asarray(sorted(keep), dtype=np.int64)):
+            con.execute("DELETE FROM clusters WHERE cluster_id NOT IN "
+                        "(SELECT c FROM live_clusters) AND cluster_id NOT IN "
+                        "(SELECT c FROM kept_clusters)")
+            con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT c FROM live_clusters)")
         if clusters:  # one bulk insert (executemany costs ~0.1 ms a row)
-            con.execute(
-                "INSERT INTO clusters (cluster_id, size, centroid, medoid_face_id) "
-                "SELECT unnest(?), unnest(?), unnest(?), unnest(?)",
-                [live, [c.size for c in clusters],
-                 [np.asarray(c.centroid, np.float32).tobytes() for c in clusters],
-                 [c.medoid_face_id for c in clusters]])
+            centroids = np.empty(len(clusters), dtype=object)
+            centroids[:] = [np.asarray(c.centroid, np.float32).tobytes() for c in clusters]
+            with as_table(con, "new_clusters", c=live,
+                          s=np.asarray([c.size for c in clusters], dtype=np.int64),
+                          v=centroids,
+                          m=np.asarray([c.medoid_face_id for c in clusters], dtype=np.int64)):
+                con.execute("INSERT INTO clusters (cluster_id, size, centroid, medoid_face_id) "
+                            "SELECT c, s, v, m FROM new_clusters")
         con.execute(
             "UPDATE faces SET cluster_id = NULL, assign_distance = NULL, "
             "assign_reason = 'its cluster was dissolved by a recluster' "
