@@ -127,20 +127,31 @@ def _member_mean(x: Embeddings, m: NDArray[np.int64]) -> NDArray[np.floating]:
     return total / len(m)
 
 
-def _lightest_out(nbr: NDArray[np.int64], valid: NDArray[np.bool_],
-                  weights: NDArray[np.float64], comp: NDArray[np.int64]
+def _reach_block(knn: KnnGraph, core: NDArray[np.float64], start: int, end: int
+                 ) -> tuple[NDArray[np.bool_], NDArray[np.int64], NDArray[np.floating]]:
+    """Rows start..end of the kNN graph: which entries exist, the neighbours, and the
+    mutual-reachability weights of those edges (inf where none): computed again for each
+    Boruvka round rather than kept, 125 MB at 1M faces."""
+    nbr = knn.indices[start:end]
+    v = nbr >= 0
+    w = np.maximum(knn.distances[start:end],
+                   np.maximum(core[start:end, None], core[np.where(v, nbr, 0)]))
+    w[~v] = np.inf
+    return v, nbr, w
+
+
+def _lightest_out(knn: KnnGraph, core: NDArray[np.float64], comp: NDArray[np.int64]
                   ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Each point's lightest kNN edge to another component (inf, and its first neighbour,
     where there is none), a block of rows at a time."""
-    n = nbr.shape[0]
+    n = knn.indices.shape[0]
     val = np.empty(n, dtype=np.float64)
     tgt = np.empty(n, dtype=np.int64)
     for start in range(0, n, _ROWS):
         end = min(n, start + _ROWS)
-        v = valid[start:end]
-        b = nbr[start:end]
+        v, b, weights = _reach_block(knn, core, start, end)
         out = v & (comp[np.where(v, b, 0)] != comp[start:end, None])
-        cand = np.where(out, weights[start:end], np.inf)
+        cand = np.where(out, weights, np.inf)
         col = cand.argmin(axis=1)
         r = np.arange(end - start)
         val[start:end] = cand[r, col]
@@ -155,20 +166,14 @@ def mutual_reachability_mst(
     n = x.shape[0]
     if n < 2:
         return np.zeros((0, 3), dtype=np.float64)
-    nbr = knn.indices
-    valid = nbr >= 0
-    # float32 after the IVF search (its distances are float32): half of 192 MB at 1M faces
-    weights = np.empty(nbr.shape, dtype=knn.distances.dtype)
     last = np.empty(n, dtype=np.float64)
+    complete = np.empty(n, dtype=bool)
     for start in range(0, n, _ROWS):  # blocks of rows: no whole-graph temporaries
         end = min(n, start + _ROWS)
-        v, d = valid[start:end], knn.distances[start:end]
-        w = np.maximum(d, np.maximum(core[start:end, None], core[np.where(v, nbr[start:end], 0)]))
-        w[~v] = np.inf
-        weights[start:end] = w
-        last[start:end] = np.where(v, d, -np.inf).max(axis=1)
+        v = knn.indices[start:end] >= 0
+        last[start:end] = np.where(v, knn.distances[start:end], -np.inf).max(axis=1)
+        complete[start:end] = v.sum(axis=1) >= n - 1
     # Any edge to a point outside i's list weighs at least this (a complete list: infinity).
-    complete = valid.sum(axis=1) >= n - 1
     static_lb = np.where(complete, np.inf, np.maximum(core, last))
     sq = np.einsum("ij,ij->i", x, x)
     rows = np.arange(n)
@@ -181,7 +186,7 @@ def mutual_reachability_mst(
     rounds = 0
     while n_comp > 1:
         rounds += 1
-        val, tgt = _lightest_out(nbr, valid, weights, comp)
+        val, tgt = _lightest_out(knn, core, comp)
         exact = val <= static_lb
         searched = dense_tgt >= 0
         still_out = searched & (comp[np.maximum(dense_tgt, 0)] != comp)
