@@ -7,6 +7,7 @@ from indexer.clustering import ALGORITHMS, ClusterParams, UnknownAlgorithmError,
 from indexer.clustering.knn import build_knn
 from indexer.clustering.labels import compact
 from indexer.clustering.refine import (
+    _centroids,
     _close_pairs,
     _groups,
     attach_outliers,
@@ -122,3 +123,14 @@ def test_close_pairs_are_exact_and_in_one_order_whatever_the_tiles():
         assert np.allclose(dist, d[i[want], j[want]], rtol=0, atol=1e-12)
         bare = _close_pairs(x, groups, threshold, tile=tile, distances=False)
         assert bare[0].tolist() == rows.tolist() and bare[1].tolist() == cols.tolist()
+
+
+def test_centroids_sum_each_group_in_order_however_it_is_blocked():
+    rng = np.random.default_rng(1)
+    # components from 1e-8 to 1: float64 sums of float32 values that depend on their order
+    x = (rng.normal(size=(3000, 32)) * np.logspace(-8, 0, 32)).astype(np.float32)
+    groups = [np.arange(0, 1000), np.arange(1000, 1003), rng.permutation(np.arange(1003, 3000))]
+    want = np.stack([np.add.reduceat(x[g], [0], axis=0, dtype=np.float64)[0] / len(g)
+                     for g in groups])
+    for block in (64, 1000, 4096):  # the big groups summed a block of rows at a time, or whole
+        assert np.array_equal(_centroids(x, groups, block=block), want)

@@ -134,7 +134,8 @@ def _centroids(x: Embeddings, groups: list[NDArray[np.int64]],
     """Mean vector of each group, summed in float64 a block of about `block` faces at a time
     (a group's mean does not depend on which others are computed with it). Each block's sums
     are one sparse product (members in order, like a sum of rows): np.add.reduceat over rows
-    in float64 took 4x as long, and the merge step computes each centroid many times."""
+    in float64 took 4x as long, and the merge step computes each centroid many times. A group
+    of more than `block` faces is summed a block of rows at a time, in the same order."""
     from scipy.sparse import csr_matrix
 
     sizes = np.asarray([len(g) for g in groups], dtype=np.int64)
@@ -142,6 +143,14 @@ def _centroids(x: Embeddings, groups: list[NDArray[np.int64]],
     cents = np.empty((len(groups), x.shape[1]), dtype=np.float64)
     i = 0
     while i < len(groups):
+        if sizes[i] > block:  # one big group: its rows in order onto a running sum
+            total = np.zeros(x.shape[1])
+            for s in range(0, sizes[i], block):
+                rows = x[groups[i][s : s + block]].astype(np.float64)
+                total = np.add.reduce(np.vstack([total[None, :], rows]), axis=0)
+            cents[i] = total / sizes[i]
+            i += 1
+            continue
         j = max(i + 1, int(np.searchsorted(ends, ends[i] - sizes[i] + block, side="right")))
         idx = np.concatenate(groups[i:j])
         indptr = np.concatenate([[0], np.cumsum(sizes[i:j])])
