@@ -147,7 +147,8 @@ def _centroids(x: Embeddings, groups: list[NDArray[np.int64]],
             total = np.zeros(x.shape[1])
             for s in range(0, sizes[i], block):
                 rows = x[groups[i][s : s + block]].astype(np.float64)
-                total = np.add.reduce(np.vstack([total[None, :], rows]), axis=0)
+                rows[0] += total  # the running sum, then this block's rows in order
+                total = np.add.reduce(rows, axis=0)
             cents[i] = total / sizes[i]
             i += 1
             continue
