@@ -2,19 +2,25 @@
 obvious variants would save, measured in one run on the faces and photos of the fixed mix of
 scripts/bench_ingest.py (one OpenCV thread, CPU time of the calling thread, median of rounds):
 
-- SFace as faceidx runs it (the int8bq file, one face per forward), against Winograd off,
+- SFace as a whole net (the int8bq file, one face per forward), against Winograd off,
   fusion off, and batches: the int8bq file's full batched forward returns garbage for every
   row but the first (checked here), but its trunk (every layer up to the flattened 7x7x512
   map) batches exactly, so batches run the trunk in OpenCV and the last Gemm + BatchNorm in
-  numpy (weights read from the loaded net, BatchNorm epsilon 2e-5 as in the file);
+  numpy (weights read from the loaded net, BatchNorm epsilon 2e-5 as in the file); the
+  trunk one face per forward with that Gemm in numpy is what faceidx runs;
 - with `onnx` importable (`uv run --with onnx ...`), the same file with its DequantizeLinear
   weights folded into an fp32 graph in memory, one face per forward and in batches of 4;
+- with `onnxruntime` importable too, that fp32 graph statically quantized to int8 activations
+  and weights (onnxruntime's quantizer, calibrated on the mix's own faces), in both of its
+  formats (QOperator and QDQ), run by OpenCV's int8 layers;
+- where the baseline's time goes, by layer type (OpenCV's own per-layer timings);
 - YuNet on the detection copy at 640, 800 and 1024 px (faces found at the default floors).
 
 Every variant's vectors are compared with the baseline's (max absolute difference, unit vectors).
 
     uv run python scripts/bench_sface_net.py [--faces ../shared/faces] [--max-faces 48]
     uv run --with onnx==1.23.2 python scripts/bench_sface_net.py
+    uv run --with onnx==1.23.2 --with onnxruntime==1.32.0 python scripts/bench_sface_net.py
 """
 
 from __future__ import annotations
@@ -128,6 +134,57 @@ def folded_fp32(path: Path) -> bytes | None:
     return model.SerializeToString()
 
 
+def quantized_int8(fp32: bytes, chips: list[np.ndarray]) -> dict[str, bytes]:
+    """The fp32 graph with int8 activations and weights, calibrated on `chips`, in onnxruntime's
+    two formats; empty without onnxruntime."""
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError:
+        return {}
+    import tempfile
+
+    class Faces(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.rows = iter([{"data": blob([chip])} for chip in chips])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.rows, None)
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "fp32.onnx"
+        source.write_bytes(fp32)
+        for name, fmt, activations in (("QOperator", QuantFormat.QOperator, QuantType.QUInt8),
+                                       ("QDQ", QuantFormat.QDQ, QuantType.QInt8)):
+            target = Path(tmp) / f"{name}.onnx"
+            quantize_static(str(source), str(target), Faces(), quant_format=fmt,
+                            activation_type=activations, weight_type=QuantType.QInt8)
+            out[name] = target.read_bytes()
+    return out
+
+
+def layer_types(net: Any, chips: list[np.ndarray]) -> dict[str, float]:
+    """Milliseconds per face by layer type, from OpenCV's per-layer timings."""
+    import cv2
+
+    names = net.getLayerNames()
+    total = np.zeros(len(names))
+    for chip in chips:
+        net.setInput(blob([chip]))
+        net.forward()
+        total += np.asarray(net.getPerfProfile()[1], dtype=np.float64).ravel()[:len(names)]
+    by_type: dict[str, float] = {}
+    for i, ms in enumerate(total * 1000 / cv2.getTickFrequency() / len(chips)):
+        kind = net.getLayer(i + 1).type
+        by_type[kind] = by_type.get(kind, 0.0) + float(ms)
+    return dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
+
+
 def read_net(data: bytes | Path) -> Any:
     import cv2
 
@@ -183,10 +240,11 @@ def main() -> None:
     nowino = net("nowino", recognizer_path, winograd=False)
     nofuse = net("nofuse", recognizer_path, fusion=False)
     variants: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
-        "int8bq file, 1 face per forward (faceidx)": lambda c: per_forward(base, c),
+        "int8bq file, whole net 1 face per forward": lambda c: per_forward(base, c),
         "  Winograd off": lambda c: per_forward(nowino, c),
         "  fusion off": lambda c: per_forward(nofuse, c),
-        "  trunk 1 per forward, Gemm in numpy": trunk_and_tail(net("t1", recognizer_path), 1),
+        "  trunk 1 per forward, Gemm in numpy (faceidx)":
+            trunk_and_tail(net("t1", recognizer_path), 1),
         "  trunk in batches of 4, Gemm in numpy": trunk_and_tail(net("t4", recognizer_path), 4),
         "  trunk in batches of 8, Gemm in numpy": trunk_and_tail(net("t8", recognizer_path), 8),
     }
@@ -199,6 +257,14 @@ def main() -> None:
         variants["  fp32 graph (folded in memory), 1 per forward"] = \
             lambda c: per_forward(f1, c)
         variants["  fp32 graph, batches of 4"] = lambda c: per_forward(f4, c, 4)
+        quantized = quantized_int8(fp32, chips)
+        if not quantized:
+            print("(int8 activations skipped: onnxruntime is not installed; run with `uv run "
+                  "--with onnx==1.23.2 --with onnxruntime==1.32.0`)")
+        for fmt, data in quantized.items():
+            q = net(f"int8-{fmt}", data)
+            variants[f"  int8 activations ({fmt}, calibrated on these faces)"] = \
+                lambda c, q=q: per_forward(q, c)
     reference = per_forward(base, chips)
     with np.errstate(over="ignore", invalid="ignore"):
         garbage = per_forward(read_net(recognizer_path), chips[:4], 4) if len(chips) >= 4 \
@@ -210,12 +276,18 @@ def main() -> None:
     for fn in variants.values():  # warm up: a net allocates its layers on its first forward
         fn(chips[:8])
     ms = timed_rounds(variants, chips, args.rounds, len(chips))
-    baseline = ms["int8bq file, 1 face per forward (faceidx)"]
-    print("\n| SFace variant | CPU ms/face | vs faceidx | max vector difference |")
+    baseline = ms["int8bq file, whole net 1 face per forward"]
+    print("\n| SFace variant | CPU ms/face | vs the whole net | max vector difference |")
     print("|---|---|---|---|")
     for name, fn in variants.items():
         diff = float(np.abs(fn(chips) - reference).max())
         print(f"| {name.strip()} | {ms[name]:.1f} | {baseline / ms[name]:.2f}x | {diff:.1e} |")
+
+    print(f"\nwhere the baseline's time goes, ms per face by layer type (OpenCV's per-layer "
+          f"timings, {len(chips)} faces):")
+    for kind, ms_type in layer_types(read_net(recognizer_path), chips).items():
+        if ms_type >= 0.05:
+            print(f"  {kind}: {ms_type:.1f}")
 
     # YuNet: the detection copy's size sets its cost
     print("\n| YuNet detection copy | CPU ms/photo | vs 1024 px | faces (score >= "

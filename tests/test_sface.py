@@ -15,7 +15,7 @@ import pytest
 
 from indexer import settings as settings_mod
 from indexer.errors import ModelUnavailable
-from indexer.imageio import decode
+from indexer.imageio import Photo, decode
 from indexer.models.auto import choose_model, reachable
 from indexer.models.sface_model import SfaceModel, weights_dir
 from indexer.store import Store
@@ -66,6 +66,30 @@ def test_group_photos_find_at_least_the_expected_faces(sface_model: SfaceModel,
     # about 25 people, faces 11-19 px wide: dlib's HOG finds none of them
     tiny = sface_model.analyze([decode(folder / "opencv_group1.jpg", **LIMITS)])[0]
     assert len(tiny) >= 20 and min(f.bbox[2] - f.bbox[0] for f in tiny) < 20
+
+
+def test_the_last_layers_in_numpy_give_the_whole_nets_vectors(faces_dir: Path) -> None:
+    """embed() runs SFace's trunk in OpenCV and its last Gemm and BatchNorm in numpy, once for
+    all the chips (with the model's BLAS threads): the vectors are the whole net's, run one face
+    at a time in OpenCV, to float rounding."""
+    import cv2
+
+    model = SfaceModel(settings_mod.load({"home": Path("/nonexistent"), "model_threads": 1},
+                                         environ={}))
+    model.load()
+    assert model._tail is not None, "this OpenCV names SFace's layers otherwise"
+    folder = faces_dir / "group_photos"
+    chips = []
+    for name in sorted(p.name for p in folder.glob("*.jpg"))[:3]:
+        photo = Photo.of(decode(folder / name, **LIMITS))
+        chips += [model.chip(photo, lm) for _, _, lm in model.detect(photo)]
+    assert len(chips) >= 8
+    vectors = model.embed(chips)
+    whole = np.stack([model._forward(cv2, chip, None) for chip in chips])
+    whole /= np.linalg.norm(whole, axis=1, keepdims=True)
+    assert vectors.shape == (len(chips), 128)
+    np.testing.assert_allclose(vectors, whole, atol=1e-5)
+    np.testing.assert_allclose(model.embed(chips[:1]), whole[:1], atol=1e-5)  # one alone
 
 
 def test_no_faces_on_non_face_photos(sface_model: SfaceModel, faces_dir: Path) -> None:

@@ -49,6 +49,12 @@ CHIP_SIZE = 112
 # YuNet's landmark order (the subject's right eye first, which is on the image's left).
 TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                      [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+# SFace's last layers, as OpenCV 4.x names them: the flattened 1024x7x7 map, the Gemm to 128
+# and its BatchNorm (epsilon 2e-5 in the pinned file). OpenCV runs that Gemm one face at a time,
+# reading its 25.7 MB of fp32 weights for every face (5.7 of 47 ms a face); numpy does it once
+# for all the faces of a call (scripts/bench_sface_net.py: "trunk 1 per forward, Gemm in numpy").
+FLATTEN, GEMM, FC_BN = "onnx_node!flatten_254", "onnx_node!pre_fc1", "onnx_node!fc1"
+FC_BN_EPSILON = 2e-5
 
 
 def weights_dir(settings: Settings) -> Path:
@@ -103,11 +109,34 @@ def similarity_transform(src: npt.NDArray[np.float32]) -> npt.NDArray[np.float64
     return matrix
 
 
+def folded_tail(net: Any) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None:
+    """SFace's last Gemm and BatchNorm as one affine map (weights: flattened map x 128, bias),
+    from the loaded net's own blobs; None if the net does not have them as expected."""
+    names = set(net.getLayerNames())
+    if not {FLATTEN, GEMM, FC_BN} <= names:
+        return None
+    gemm, norm = net.getLayer(GEMM).blobs, net.getLayer(FC_BN).blobs
+    if len(gemm) != 2 or len(norm) != 4:
+        return None
+    w = np.asarray(gemm[0], dtype=np.float64)
+    mean, var, gamma, beta = (np.asarray(x, dtype=np.float64).ravel() for x in norm)
+    if w.ndim != 2 or w.shape[0] != 128 or any(x.shape != (128,) for x in (mean, var, gamma)):
+        return None
+    k = gamma / np.sqrt(var + FC_BN_EPSILON)
+    weights = np.ascontiguousarray((w * k[:, None]).T, dtype=np.float32)
+    bias = ((np.asarray(gemm[1], dtype=np.float64).ravel() - mean) * k + beta).astype(np.float32)
+    return weights, bias
+
+
 class SfaceModel:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._detector: Any = None
         self._recognizer: Any = None
+        self._tail: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
+        """SFace's last Gemm with its BatchNorm folded in: (weights, bias), or None where this
+        OpenCV names the layers otherwise (the net then runs whole)."""
+        self._blas: Any = None
         self.min_score = DEFAULT_MIN_SCORE if settings.min_score is None else settings.min_score
         self.min_face_size = min_face_size(settings, DEFAULT_MIN_FACE_SIZE)
 
@@ -134,6 +163,11 @@ class SfaceModel:
             raise ModelUnavailable(f"sface model: OpenCV {cv2.__version__} cannot load "
                                    f"{detector_path.parent} ({first}); OpenCV 4.x is needed") \
                 from exc
+        self._tail = folded_tail(self._recognizer)
+        if self._tail is not None and self._settings.model_threads is not None:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()  # numpy's BLAS keeps to the model's threads
 
     def detect(self, photo: Photo) -> list[tuple[tuple[float, float, float, float], float,
                                                  npt.NDArray[np.float32]]]:
@@ -192,15 +226,30 @@ class SfaceModel:
         """L2-normalised SFace vectors of aligned RGB chips (the net takes RGB, 0-255).
 
         One chip per forward pass: OpenCV 4.14's DNN returns garbage (values near 1e36) for
-        every row but the first of a batch of this int8 file (measured)."""
+        every row but the first of a batch of this int8 file (measured). The last Gemm runs
+        once for all the chips, in numpy (see FLATTEN)."""
         import cv2
 
-        out = np.empty((len(chips), 128), dtype=np.float32)
+        if self._tail is None:
+            out = np.empty((len(chips), 128), dtype=np.float32)
+            for i, chip in enumerate(chips):
+                out[i] = self._forward(cv2, chip, None)
+            return l2_normalise(out)
+        weights, bias = self._tail
+        flat = np.empty((len(chips), weights.shape[0]), dtype=np.float32)
         for i, chip in enumerate(chips):
-            self._recognizer.setInput(cv2.dnn.blobFromImage(
-                chip, 1.0, (CHIP_SIZE, CHIP_SIZE), (0, 0, 0), swapRB=False))
-            out[i] = np.asarray(self._recognizer.forward(), dtype=np.float32).ravel()
-        return l2_normalise(out)
+            flat[i] = self._forward(cv2, chip, FLATTEN)
+        if self._blas is None:
+            return l2_normalise(flat @ weights + bias)
+        with self._blas.limit(limits=self._settings.model_threads, user_api="blas"):
+            return l2_normalise(flat @ weights + bias)
+
+    def _forward(self, cv2: Any, chip: npt.NDArray[np.uint8], layer: str | None
+                 ) -> npt.NDArray[np.float32]:
+        self._recognizer.setInput(cv2.dnn.blobFromImage(
+            chip, 1.0, (CHIP_SIZE, CHIP_SIZE), (0, 0, 0), swapRB=False))
+        out = self._recognizer.forward(layer) if layer else self._recognizer.forward()
+        return np.asarray(out, dtype=np.float32).ravel()
 
     def analyze(self, images: Sequence[Image]) -> list[list[FaceResult]]:
         self.load()
