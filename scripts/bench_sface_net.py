@@ -42,15 +42,14 @@ from indexer import settings as settings_mod  # noqa: E402
 from indexer.imageio import Photo, read_raw  # noqa: E402
 from indexer.models.sface_model import (  # noqa: E402
     CHIP_SIZE,
+    FLATTEN,
     NMS_THRESHOLD,
     TOP_K,
     SfaceModel,
     checked_weights,
+    folded_tail,
     weights_dir,
 )
-
-FLATTEN, GEMM, FC_BN = "onnx_node!flatten_254", "onnx_node!pre_fc1", "onnx_node!fc1"
-FC_BN_EPSILON = 2e-5  # the file's BatchNormalization epsilon
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -72,13 +71,11 @@ def per_forward(net: Any, chips: list[np.ndarray], batch: int = 1) -> np.ndarray
 
 
 def trunk_and_tail(net: Any, batch: int) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """The trunk in OpenCV (batched), the Gemm and its BatchNorm folded into one numpy matmul."""
-    w, b = net.getLayer(GEMM).blobs
-    mean, var, gamma, beta = (np.asarray(x, dtype=np.float64).ravel()
-                              for x in net.getLayer(FC_BN).blobs)
-    k = gamma / np.sqrt(var + FC_BN_EPSILON)
-    weights = np.ascontiguousarray((np.asarray(w, np.float64) * k[:, None]).T, np.float32)
-    bias = ((np.asarray(b, np.float64).ravel() - mean) * k + beta).astype(np.float32)
+    """The trunk in OpenCV (batched), the Gemm and its BatchNorm folded into one numpy matmul
+    (as faceidx's SfaceModel.embed does with batch 1)."""
+    tail = folded_tail(net)
+    assert tail is not None, "this OpenCV names SFace's layers otherwise"
+    weights, bias = tail
 
     def run(chips: list[np.ndarray]) -> np.ndarray:
         feats = []
