@@ -72,8 +72,6 @@ def test_the_last_layers_in_numpy_give_the_whole_nets_vectors(faces_dir: Path) -
     """embed() runs SFace's trunk in OpenCV and its last Gemm and BatchNorm in numpy, once for
     all the chips (with the model's BLAS threads): the vectors are the whole net's, run one face
     at a time in OpenCV, to float rounding."""
-    import cv2
-
     model = SfaceModel(settings_mod.load({"home": Path("/nonexistent"), "model_threads": 1},
                                          environ={}))
     model.load()
@@ -85,7 +83,7 @@ def test_the_last_layers_in_numpy_give_the_whole_nets_vectors(faces_dir: Path) -
         chips += [model.chip(photo, lm) for _, _, lm in model.detect(photo)]
     assert len(chips) >= 8
     vectors = model.embed(chips)
-    whole = np.stack([model._forward(cv2, chip, None) for chip in chips])
+    whole = np.stack([model._forward(chip, None) for chip in chips])
     whole /= np.linalg.norm(whole, axis=1, keepdims=True)
     assert vectors.shape == (len(chips), 128)
     np.testing.assert_allclose(vectors, whole, atol=1e-5)

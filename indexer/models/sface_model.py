@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -228,24 +229,22 @@ class SfaceModel:
         One chip per forward pass: OpenCV 4.14's DNN returns garbage (values near 1e36) for
         every row but the first of a batch of this int8 file (measured). The last Gemm runs
         once for all the chips, in numpy (see FLATTEN)."""
+        width = 128 if self._tail is None else self._tail[0].shape[0]
+        out = np.empty((len(chips), width), dtype=np.float32)
+        for i, chip in enumerate(chips):
+            out[i] = self._forward(chip, None if self._tail is None else FLATTEN)
+        if self._tail is not None:
+            weights, bias = self._tail
+            with nullcontext() if self._blas is None else \
+                    self._blas.limit(limits=self._settings.model_threads, user_api="blas"):
+                out = out @ weights + bias
+        return l2_normalise(out)
+
+    def _forward(self, chip: npt.NDArray[np.uint8], layer: str | None
+                 ) -> npt.NDArray[np.float32]:
+        """One chip through the net: to its end, or to `layer`'s output, flattened."""
         import cv2
 
-        if self._tail is None:
-            out = np.empty((len(chips), 128), dtype=np.float32)
-            for i, chip in enumerate(chips):
-                out[i] = self._forward(cv2, chip, None)
-            return l2_normalise(out)
-        weights, bias = self._tail
-        flat = np.empty((len(chips), weights.shape[0]), dtype=np.float32)
-        for i, chip in enumerate(chips):
-            flat[i] = self._forward(cv2, chip, FLATTEN)
-        if self._blas is None:
-            return l2_normalise(flat @ weights + bias)
-        with self._blas.limit(limits=self._settings.model_threads, user_api="blas"):
-            return l2_normalise(flat @ weights + bias)
-
-    def _forward(self, cv2: Any, chip: npt.NDArray[np.uint8], layer: str | None
-                 ) -> npt.NDArray[np.float32]:
         self._recognizer.setInput(cv2.dnn.blobFromImage(
             chip, 1.0, (CHIP_SIZE, CHIP_SIZE), (0, 0, 0), swapRB=False))
         out = self._recognizer.forward(layer) if layer else self._recognizer.forward()
